@@ -1,0 +1,1 @@
+//! averager (skeleton).

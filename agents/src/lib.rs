@@ -1,0 +1,24 @@
+//! wattchain agents: measurements from an electrical cabinet, carried over MQTT, averaged by a
+//! pool of workers and recorded in a proof-of-work hash chain.
+//!
+//! # Layout
+//!
+//! - [`topics`]: every MQTT topic string and filter, mirroring `topics.md`.
+//! - [`messages`]: the JSON payloads (quadruplet, window, average, status), with validation.
+//! - [`bus`]: the MQTT session every agent uses (reconnect, re-subscribe, retained status, will).
+//! - [`ledger`]: blocks, canonical encoding, proof of work, the durable chain file, verification.
+//! - [`regmap`]: the Modbus register map (addresses, types, word order, scale) from TOML.
+//! - [`sim`]: the cabinet simulator, a Modbus TCP server with load physics and churn.
+//! - [`cabinet`]: the acquisition agent (Modbus polling, quadruplets, windows, outbox).
+//! - [`averager`]: the stateless averaging worker on the shared subscription.
+//! - [`publisher`]: assembles averages into records, mines and appends blocks.
+
+pub mod averager;
+pub mod bus;
+pub mod cabinet;
+pub mod ledger;
+pub mod messages;
+pub mod publisher;
+pub mod regmap;
+pub mod sim;
+pub mod topics;

