@@ -1,1 +1,358 @@
-//! topics (skeleton).
+//! Every MQTT topic string and filter wattchain uses, in one place, mirroring `topics.md`.
+//!
+//! Topics are built from a configurable root (default `wattchain`) so that two deployments can
+//! share a broker. Nothing outside this module formats or parses a topic.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Default root prefix of every topic.
+pub const DEFAULT_ROOT: &str = "wattchain";
+
+/// Longest identifier (cabinet id, agent id, role) accepted in a topic level.
+pub const MAX_ID_LEN: usize = 64;
+
+/// One of the four measured quantities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Quantity {
+    /// RMS voltage, volts.
+    U,
+    /// RMS current, amperes.
+    I,
+    /// Active power, watts.
+    PA,
+    /// Reactive power, var (inductive positive, capacitive negative).
+    PR,
+}
+
+impl Quantity {
+    /// The four quantities in their canonical order.
+    pub const ALL: [Quantity; 4] = [Quantity::U, Quantity::I, Quantity::PA, Quantity::PR];
+
+    /// The name used in topics and JSON (`U`, `I`, `PA`, `PR`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantity::U => "U",
+            Quantity::I => "I",
+            Quantity::PA => "PA",
+            Quantity::PR => "PR",
+        }
+    }
+
+    /// The unit symbol of the quantity.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Quantity::U => "V",
+            Quantity::I => "A",
+            Quantity::PA => "W",
+            Quantity::PR => "var",
+        }
+    }
+
+    /// Position in [`Quantity::ALL`] (0..4), for per-quantity arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Quantity {
+    type Err = TopicError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Quantity::ALL
+            .into_iter()
+            .find(|q| q.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| TopicError::UnknownQuantity(s.to_string()))
+    }
+}
+
+/// Why a topic, root or identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TopicError {
+    /// The root prefix is empty, has wildcards, starts with `$` or has empty levels.
+    #[error(
+        "invalid topic root {0:?}: use letters, digits, '-', '_' and '/' between non-empty levels"
+    )]
+    InvalidRoot(String),
+    /// An identifier that would become a topic level is not `[A-Za-z0-9_-]{1,64}`.
+    #[error("invalid identifier {0:?}: use 1 to 64 of A-Z a-z 0-9 '-' '_'")]
+    InvalidId(String),
+    /// Not one of U, I, PA, PR.
+    #[error("unknown quantity {0:?}: expected U, I, PA or PR")]
+    UnknownQuantity(String),
+}
+
+/// True when `id` can stand alone as one topic level: `[A-Za-z0-9_-]{1,64}`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks an identifier, returning it back when valid.
+pub fn check_id(id: &str) -> Result<&str, TopicError> {
+    if is_valid_id(id) {
+        Ok(id)
+    } else {
+        Err(TopicError::InvalidId(id.to_string()))
+    }
+}
+
+/// A topic wattchain knows, recognised from its string by [`Topics::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `{root}/cabinet/{cab}/quad`
+    Quad { cabinet: String },
+    /// `{root}/cabinet/{cab}/window/{Q}`
+    Window { cabinet: String, quantity: Quantity },
+    /// `{root}/cabinet/{cab}/average/{Q}`
+    Average { cabinet: String, quantity: Quantity },
+    /// `{root}/cabinet/{cab}/status`
+    CabinetStatus { cabinet: String },
+    /// `{root}/ledger/block`
+    Block,
+    /// `{root}/ledger/head`
+    Head,
+    /// `{root}/agent/{id}/status`
+    AgentStatus { id: String },
+    /// `{root}/deadletter/{role}`
+    Deadletter { role: String },
+}
+
+/// The topic namespace under one root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    root: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            root: DEFAULT_ROOT.to_string(),
+        }
+    }
+}
+
+impl Topics {
+    /// A namespace under `root` (e.g. `wattchain` or `site-a/wattchain`).
+    pub fn new(root: &str) -> Result<Self, TopicError> {
+        let ok = !root.is_empty()
+            && !root.starts_with('$')
+            && root.split('/').all(|level| {
+                !level.is_empty()
+                    && level
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if ok {
+            Ok(Topics {
+                root: root.to_string(),
+            })
+        } else {
+            Err(TopicError::InvalidRoot(root.to_string()))
+        }
+    }
+
+    /// The root prefix.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Every quadruplet of one cabinet.
+    pub fn quad(&self, cabinet: &str) -> String {
+        format!("{}/cabinet/{cabinet}/quad", self.root)
+    }
+
+    /// One quantity's window tasks of one cabinet.
+    pub fn window(&self, cabinet: &str, quantity: Quantity) -> String {
+        format!("{}/cabinet/{cabinet}/window/{quantity}", self.root)
+    }
+
+    /// One quantity's averages of one cabinet.
+    pub fn average(&self, cabinet: &str, quantity: Quantity) -> String {
+        format!("{}/cabinet/{cabinet}/average/{quantity}", self.root)
+    }
+
+    /// The retained status of one cabinet.
+    pub fn cabinet_status(&self, cabinet: &str) -> String {
+        format!("{}/cabinet/{cabinet}/status", self.root)
+    }
+
+    /// Every mined block.
+    pub fn block(&self) -> String {
+        format!("{}/ledger/block", self.root)
+    }
+
+    /// The latest block, retained.
+    pub fn head(&self) -> String {
+        format!("{}/ledger/head", self.root)
+    }
+
+    /// The retained status of one agent.
+    pub fn agent_status(&self, id: &str) -> String {
+        format!("{}/agent/{id}/status", self.root)
+    }
+
+    /// Messages an agent of `role` rejected.
+    pub fn deadletter(&self, role: &str) -> String {
+        format!("{}/deadletter/{role}", self.root)
+    }
+
+    /// Filter: one quantity's windows of every cabinet.
+    pub fn window_filter(&self, quantity: Quantity) -> String {
+        format!("{}/cabinet/+/window/{quantity}", self.root)
+    }
+
+    /// Shared-subscription filter the averagers of one quantity join.
+    ///
+    /// The group name carries the root and the quantity: rumqttd keys shared groups by name
+    /// alone, so a group name reused on two filters would lose messages.
+    pub fn averager_share(&self, quantity: Quantity) -> String {
+        format!(
+            "$share/{}-averagers-{quantity}/{}",
+            self.root.replace('/', "-"),
+            self.window_filter(quantity)
+        )
+    }
+
+    /// Filter: every average of every cabinet.
+    pub fn average_filter(&self) -> String {
+        format!("{}/cabinet/+/average/+", self.root)
+    }
+
+    /// Filter: everything under the root (for watchers).
+    pub fn everything(&self) -> String {
+        format!("{}/#", self.root)
+    }
+
+    /// Recognises a topic under this root.
+    pub fn parse(&self, topic: &str) -> Option<Route> {
+        let rest = topic.strip_prefix(&self.root)?.strip_prefix('/')?;
+        let levels: Vec<&str> = rest.split('/').collect();
+        let id = |s: &str| is_valid_id(s).then(|| s.to_string());
+        match levels.as_slice() {
+            ["cabinet", cab, "quad"] => Some(Route::Quad { cabinet: id(cab)? }),
+            ["cabinet", cab, "window", q] => Some(Route::Window {
+                cabinet: id(cab)?,
+                quantity: q.parse().ok()?,
+            }),
+            ["cabinet", cab, "average", q] => Some(Route::Average {
+                cabinet: id(cab)?,
+                quantity: q.parse().ok()?,
+            }),
+            ["cabinet", cab, "status"] => Some(Route::CabinetStatus { cabinet: id(cab)? }),
+            ["ledger", "block"] => Some(Route::Block),
+            ["ledger", "head"] => Some(Route::Head),
+            ["agent", agent, "status"] => Some(Route::AgentStatus { id: id(agent)? }),
+            ["deadletter", role] => Some(Route::Deadletter { role: id(role)? }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_parses_back_to_its_route() {
+        let t = Topics::new("site-a/wattchain").unwrap();
+        let cases = [
+            (
+                t.quad("c1"),
+                Route::Quad {
+                    cabinet: "c1".into(),
+                },
+            ),
+            (
+                t.window("c1", Quantity::PA),
+                Route::Window {
+                    cabinet: "c1".into(),
+                    quantity: Quantity::PA,
+                },
+            ),
+            (
+                t.average("c_2", Quantity::PR),
+                Route::Average {
+                    cabinet: "c_2".into(),
+                    quantity: Quantity::PR,
+                },
+            ),
+            (
+                t.cabinet_status("c1"),
+                Route::CabinetStatus {
+                    cabinet: "c1".into(),
+                },
+            ),
+            (t.block(), Route::Block),
+            (t.head(), Route::Head),
+            (
+                t.agent_status("a-1"),
+                Route::AgentStatus { id: "a-1".into() },
+            ),
+            (
+                t.deadletter("averager"),
+                Route::Deadletter {
+                    role: "averager".into(),
+                },
+            ),
+        ];
+        for (topic, route) in cases {
+            assert_eq!(t.parse(&topic), Some(route), "{topic}");
+        }
+    }
+
+    #[test]
+    fn foreign_and_malformed_topics_are_not_recognised() {
+        let t = Topics::default();
+        for topic in [
+            "other/cabinet/c1/quad",
+            "wattchain/cabinet/c1/window/X",
+            "wattchain/cabinet/c+1/quad",
+            "wattchain/cabinet//quad",
+            "wattchain/ledger/block/extra",
+            "wattchainx/ledger/block",
+        ] {
+            assert_eq!(t.parse(topic), None, "{topic}");
+        }
+    }
+
+    #[test]
+    fn shared_groups_are_distinct_per_filter() {
+        let t = Topics::default();
+        let groups: std::collections::HashSet<String> = Quantity::ALL
+            .iter()
+            .map(|q| t.averager_share(*q).split('/').nth(1).unwrap().to_string())
+            .collect();
+        assert_eq!(groups.len(), 4);
+        assert_eq!(
+            t.averager_share(Quantity::U),
+            "$share/wattchain-averagers-U/wattchain/cabinet/+/window/U"
+        );
+    }
+
+    #[test]
+    fn roots_with_wildcards_or_dollar_are_refused() {
+        for root in ["", "$SYS", "a/+/b", "a/#", "a//b", "a/"] {
+            assert!(Topics::new(root).is_err(), "{root}");
+        }
+        assert!(Topics::new("plant_1/wattchain").is_ok());
+    }
+
+    #[test]
+    fn quantities_parse_case_insensitively_and_reject_others() {
+        assert_eq!("pa".parse::<Quantity>().unwrap(), Quantity::PA);
+        assert!("Q".parse::<Quantity>().is_err());
+    }
+}
