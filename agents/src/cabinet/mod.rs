@@ -1,0 +1,9 @@
+//! The cabinet acquisition agent: polls the PLC over Modbus TCP, publishes each quadruplet,
+//! cuts windows of N samples into per-quantity tasks, and keeps every window in a durable
+//! outbox until a block commits it.
+//!
+//! - [`window`]: cutting quadruplets into windows.
+//! - [`outbox`]: the durable journal of uncommitted windows and id counters.
+
+pub mod outbox;
+pub mod window;
