@@ -1,0 +1,430 @@
+//! The acquisition loop: one steady tick per period, one Modbus read per tick, windows into the
+//! outbox, commits out of it, and the cabinet's retained status.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::outbox::{Outbox, OutboxError};
+use super::window::WindowCutter;
+use crate::bus::{Bus, BusOptions, Outlet, Presence as BusPresence, QoS};
+use crate::ledger::Block;
+use crate::messages::{
+    encode, now_ts, CabinetStatus, DeadLetter, Presence, Quadruplet, WindowTask,
+};
+use crate::modbus::{ModbusCabinet, ModbusError};
+use crate::regmap::{Measurement, RegisterMap, Switches};
+use crate::topics::Topics;
+
+/// The role name, used in status and dead-letter topics.
+pub const ROLE: &str = "cabinet";
+
+/// How a cabinet agent runs.
+#[derive(Debug, Clone)]
+pub struct CabinetConfig {
+    /// Cabinet id (a topic level).
+    pub id: String,
+    /// The PLC (or simulator) Modbus TCP address.
+    pub modbus: SocketAddr,
+    /// Where the measurements and coils are.
+    pub map: RegisterMap,
+    /// Poll period.
+    pub period: Duration,
+    /// Samples per window.
+    pub window: usize,
+    /// Directory for the outbox journal and counters (one per cabinet).
+    pub data_dir: PathBuf,
+    /// A window not committed by then is published again.
+    pub commit_deadline: Duration,
+    /// Most uncommitted windows kept; beyond, the oldest goes to the dead-letter topic.
+    pub outbox_capacity: usize,
+    /// Bound on every Modbus request (and on connecting).
+    pub modbus_timeout: Duration,
+    /// First and longest delay between Modbus reconnection attempts.
+    pub reconnect: (Duration, Duration),
+    /// How often the coils are read for the status.
+    pub switches_every: Duration,
+    /// QoS of quadruplets.
+    pub quad_qos: QoS,
+    /// Topic namespace.
+    pub topics: Topics,
+}
+
+impl CabinetConfig {
+    /// A configuration with wattchain's defaults.
+    pub fn new(id: &str, modbus: SocketAddr, data_dir: PathBuf) -> Self {
+        CabinetConfig {
+            id: id.to_string(),
+            modbus,
+            map: RegisterMap::default_sim(),
+            period: Duration::from_secs(1),
+            window: 4,
+            data_dir,
+            commit_deadline: Duration::from_secs(30),
+            outbox_capacity: 10_000,
+            modbus_timeout: Duration::from_millis(500),
+            reconnect: (Duration::from_millis(200), Duration::from_secs(10)),
+            switches_every: Duration::from_secs(5),
+            quad_qos: QoS::AtMostOnce,
+            topics: Topics::default(),
+        }
+    }
+
+    /// The agent id on the bus for this cabinet.
+    pub fn agent_id(&self) -> String {
+        format!("cabinet-{}", self.id)
+    }
+
+    /// What the main session subscribes to: blocks, to see commits.
+    pub fn subscriptions(&self) -> Vec<(String, QoS)> {
+        vec![(self.topics.block(), QoS::AtLeastOnce)]
+    }
+
+    /// Options for the second session that carries the retained cabinet status, whose last
+    /// will marks the cabinet offline (one MQTT connection has one will; the first one marks
+    /// the agent offline).
+    pub fn status_bus_options(&self, base: &BusOptions) -> BusOptions {
+        let mut o = base.clone();
+        o.id = format!("{}-status", self.agent_id());
+        o.presence = BusPresence::Custom {
+            topic: self.topics.cabinet_status(&self.id),
+            online: encode(&self.status(Presence::Online, "connecting")),
+            offline: encode(&self.status(Presence::Offline, "offline")),
+        };
+        o
+    }
+
+    fn status(&self, state: Presence, modbus: &str) -> CabinetStatus {
+        CabinetStatus {
+            cabinet: self.id.clone(),
+            state,
+            modbus: modbus.to_string(),
+            loads: None,
+            source: None,
+            last_error: None,
+            next_window: 0,
+            outbox: 0,
+            missed_ticks: 0,
+            ts: now_ts(),
+        }
+    }
+}
+
+/// Failures that stop the cabinet agent (the PLC or broker being away never does).
+#[derive(Debug, Error)]
+pub enum CabinetError {
+    /// The outbox journal cannot be read or written: continuing would lose windows.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// What the agent did, returned when it stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CabinetStats {
+    /// Successful polls (quadruplets published).
+    pub polls: u64,
+    /// Windows cut and published.
+    pub windows: u64,
+    /// Window publications repeated after the deadline or a restart.
+    pub republished: u64,
+    /// Windows whose commit was seen.
+    pub committed: u64,
+    /// Modbus errors.
+    pub modbus_errors: u64,
+    /// Ticks missed because a poll overran.
+    pub missed_ticks: u64,
+}
+
+/// The running agent's state.
+struct Agent {
+    config: CabinetConfig,
+    outlet: Outlet,
+    status_outlet: Outlet,
+    outbox: Outbox,
+    cutter: WindowCutter,
+    modbus: Option<ModbusCabinet>,
+    next_connect: Instant,
+    reconnect_delay: Duration,
+    next_switch_read: Instant,
+    status: CabinetStatus,
+    stats: CabinetStats,
+}
+
+/// Polls, publishes and keeps the outbox until `shutdown`; then closes both sessions.
+pub async fn run(
+    config: CabinetConfig,
+    mut bus: Bus,
+    status_bus: Bus,
+    shutdown: CancellationToken,
+) -> Result<CabinetStats, CabinetError> {
+    let (outbox, recovered) = Outbox::open(&config.data_dir, config.outbox_capacity)?;
+    info!(
+        cabinet = %config.id,
+        pending = recovered.pending,
+        next_window = recovered.next_window,
+        next_seq = recovered.next_seq,
+        torn_tail = recovered.torn_tail,
+        "outbox opened"
+    );
+    let now = Instant::now();
+    let mut agent = Agent {
+        status: config.status(Presence::Online, "connecting"),
+        cutter: WindowCutter::new(config.window),
+        outlet: bus.outlet(),
+        status_outlet: status_bus.outlet(),
+        outbox,
+        modbus: None,
+        next_connect: now,
+        reconnect_delay: config.reconnect.0,
+        next_switch_read: now,
+        stats: CabinetStats::default(),
+        config,
+    };
+    let mut ticker = tokio::time::interval(agent.config.period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut last_tick: Option<Instant> = None;
+    let result = loop {
+        let due = agent
+            .outbox
+            .next_due()
+            .unwrap_or_else(|| Instant::now() + agent.config.commit_deadline);
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            tick = ticker.tick() => {
+                if let Some(prev) = last_tick {
+                    let missed = (tick - prev).as_nanos() / agent.config.period.as_nanos().max(1);
+                    if missed > 1 {
+                        let missed = (missed - 1) as u64;
+                        agent.stats.missed_ticks += missed;
+                        warn!(cabinet = %agent.config.id, missed, "poll overran its period: ticks missed");
+                    }
+                }
+                last_tick = Some(tick);
+                if let Err(e) = agent.poll().await {
+                    break Err(e);
+                }
+            }
+            msg = bus.recv() => match msg {
+                Some(msg) => if let Err(e) = agent.on_block(&msg.payload) { break Err(e) },
+                None => break Ok(()),
+            },
+            _ = tokio::time::sleep_until(due) => agent.republish_due(),
+        }
+    };
+    if let Err(e) = &result {
+        error!(cabinet = %agent.config.id, cause = %e, "cabinet agent stopping on a storage error");
+    }
+    agent.status.state = Presence::Offline;
+    agent.publish_status();
+    let stats = agent.stats;
+    info!(cabinet = %agent.config.id, ?stats, "cabinet agent stopped");
+    bus.close().await;
+    status_bus.close().await;
+    result.map(|()| stats)
+}
+
+impl Agent {
+    /// One tick: connect if needed, read, publish, maybe cut a window.
+    async fn poll(&mut self) -> Result<(), CabinetError> {
+        let now = Instant::now();
+        if self.modbus.is_none() {
+            if now < self.next_connect {
+                return Ok(());
+            }
+            let c = &self.config;
+            match ModbusCabinet::connect(c.modbus, c.map.clone(), c.modbus_timeout).await {
+                Ok(m) => {
+                    info!(cabinet = %c.id, plc = %c.modbus, "Modbus connected");
+                    self.modbus = Some(m);
+                    self.reconnect_delay = c.reconnect.0;
+                    self.next_switch_read = now;
+                }
+                Err(e) => {
+                    self.modbus_failed(e);
+                    return Ok(());
+                }
+            }
+        }
+        if now >= self.next_switch_read {
+            self.next_switch_read = now + self.config.switches_every;
+            match self.modbus_mut().read_switches().await {
+                Ok(s) => self.set_switches(s),
+                Err(e) => {
+                    self.modbus_failed(e);
+                    return Ok(());
+                }
+            }
+        }
+        match self.modbus_mut().read_measurement().await {
+            Ok(m) => self.on_measurement(m),
+            Err(e) => {
+                self.modbus_failed(e);
+                Ok(())
+            }
+        }
+    }
+
+    fn modbus_mut(&mut self) -> &mut ModbusCabinet {
+        self.modbus.as_mut().expect("poll connects before reading")
+    }
+
+    fn on_measurement(&mut self, m: Measurement) -> Result<(), CabinetError> {
+        self.stats.polls += 1;
+        let quad = Quadruplet {
+            cabinet: self.config.id.clone(),
+            seq: self.outbox.next_seq()?,
+            ts: now_ts(),
+            u: m.u,
+            i: m.i,
+            pa: m.pa,
+            pr: m.pr,
+        };
+        // Quadruplets are a live view: never let a slow broker hold up acquisition.
+        if let Err(e) = self.outlet.try_publish(
+            self.config.topics.quad(&self.config.id),
+            encode(&quad),
+            self.config.quad_qos,
+            false,
+        ) {
+            debug!(cabinet = %self.config.id, cause = %e, "quadruplet not published");
+        }
+        if self.status.modbus != "ok" {
+            self.status.modbus = "ok".to_string();
+            self.publish_status();
+        }
+        let id = self.outbox.next_window();
+        if let Some(tasks) = self.cutter.push(quad, id) {
+            let due = Instant::now() + self.config.commit_deadline;
+            // Durable first, then published: a crash in between re-publishes from the journal.
+            if let Some((evicted, pending)) = self.outbox.put(tasks.clone(), due)? {
+                self.evicted(evicted, &pending.tasks);
+            }
+            self.publish_window(&tasks);
+            self.stats.windows += 1;
+            debug!(cabinet = %self.config.id, window = id, "window published");
+            self.publish_status();
+        }
+        Ok(())
+    }
+
+    fn modbus_failed(&mut self, e: ModbusError) {
+        self.stats.modbus_errors += 1;
+        let first = self.status.modbus != "error";
+        if e.needs_reconnect() {
+            self.modbus = None;
+            self.next_connect = Instant::now() + self.reconnect_delay;
+            warn!(cabinet = %self.config.id, plc = %self.config.modbus, cause = %e, retry_in = ?self.reconnect_delay, "Modbus failed; reconnecting");
+            self.reconnect_delay = (self.reconnect_delay * 2).min(self.config.reconnect.1);
+        } else {
+            warn!(cabinet = %self.config.id, plc = %self.config.modbus, cause = %e, "Modbus request refused");
+        }
+        let text = e.to_string();
+        if first || self.status.last_error.as_deref() != Some(text.as_str()) {
+            self.status.modbus = "error".to_string();
+            self.status.last_error = Some(text);
+            self.publish_status();
+        }
+    }
+
+    fn set_switches(&mut self, s: Switches) {
+        let loads = Some(s.loads.to_vec());
+        if self.status.loads != loads || self.status.source != Some(s.source) {
+            self.status.loads = loads;
+            self.status.source = Some(s.source);
+            self.publish_status();
+        }
+    }
+
+    fn publish_window(&self, tasks: &[WindowTask]) {
+        for t in tasks {
+            let topic = self.config.topics.window(&t.cabinet, t.quantity);
+            // If the queue is full the deadline re-publishes it: the outbox holds it.
+            if let Err(e) = self
+                .outlet
+                .try_publish(topic, encode(t), QoS::AtLeastOnce, false)
+            {
+                warn!(cabinet = %t.cabinet, window = t.window, cause = %e, "window task not queued; the deadline will retry");
+            }
+        }
+    }
+
+    fn evicted(&self, window: u64, tasks: &[WindowTask]) {
+        error!(cabinet = %self.config.id, window, capacity = self.config.outbox_capacity, "outbox full: oldest uncommitted window evicted to the dead-letter topic");
+        let payload = tasks.first().map(encode).unwrap_or_default();
+        let letter = DeadLetter::new(
+            ROLE,
+            &self.config.agent_id(),
+            &self.config.topics.window(&self.config.id, tasks[0].quantity),
+            &format!("outbox full: window {window} evicted before it was committed"),
+            &payload,
+        );
+        let _ = self.outlet.try_publish(
+            self.config.topics.deadletter(ROLE),
+            encode(&letter),
+            QoS::AtLeastOnce,
+            false,
+        );
+    }
+
+    fn republish_due(&mut self) {
+        let due = self
+            .outbox
+            .take_due(Instant::now(), self.config.commit_deadline);
+        for tasks in &due {
+            info!(cabinet = %self.config.id, window = tasks[0].window, "re-publishing an uncommitted window");
+            self.publish_window(tasks);
+            self.stats.republished += 1;
+        }
+    }
+
+    /// A block arrived: drop the windows it commits.
+    fn on_block(&mut self, payload: &[u8]) -> Result<(), CabinetError> {
+        let block = match std::str::from_utf8(payload)
+            .ok()
+            .and_then(|s| Block::from_json(s).ok())
+        {
+            Some(b) => b,
+            None => {
+                warn!(cabinet = %self.config.id, "ignoring a malformed block");
+                return Ok(());
+            }
+        };
+        if block.computed_hash() != block.hash
+            || block.hash.leading_zero_bits() < block.difficulty
+        {
+            warn!(cabinet = %self.config.id, index = block.index, "ignoring a block whose hash does not verify");
+            return Ok(());
+        }
+        let mut committed = 0;
+        for r in block.records().iter().filter(|r| r.cabinet == self.config.id) {
+            if self.outbox.commit(r.window)? {
+                committed += 1;
+            }
+        }
+        if committed > 0 {
+            self.stats.committed += committed;
+            debug!(cabinet = %self.config.id, index = block.index, committed, "windows committed");
+            self.publish_status();
+        }
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        self.status.next_window = self.outbox.next_window();
+        self.status.outbox = self.outbox.len();
+        self.status.missed_ticks = self.stats.missed_ticks;
+        self.status.ts = now_ts();
+        let topic = self.config.topics.cabinet_status(&self.config.id);
+        if let Err(e) =
+            self.status_outlet
+                .try_publish(topic, encode(&self.status), QoS::AtLeastOnce, true)
+        {
+            debug!(cause = %e, "status not published");
+        }
+    }
+}

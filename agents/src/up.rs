@@ -1,0 +1,188 @@
+//! `wattchain up`: the whole pipeline in one process — embedded broker, simulator with churn,
+//! one cabinet agent, N averagers and the publisher — each on its own MQTT session, exactly as
+//! they would run on separate machines.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::averager::{self, AveragerConfig};
+use crate::bus::{Bus, BusOptions};
+use crate::cabinet::{self, CabinetConfig};
+use crate::publisher::{self, MinedBlock, PublisherConfig};
+use crate::regmap::RegisterMap;
+use crate::sim::{ChurnSpec, SimConfig, Simulator};
+use crate::topics::Topics;
+
+/// Everything `wattchain up` can be told.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Broker front-door address.
+    pub listen: SocketAddr,
+    /// Cabinet poll period.
+    pub period: Duration,
+    /// Samples per window.
+    pub window: usize,
+    /// Proof-of-work difficulty (leading zero bits).
+    pub difficulty: u32,
+    /// Data directory (chain and cabinet outbox).
+    pub data_dir: PathBuf,
+    /// Number of averagers.
+    pub averagers: usize,
+    /// Simulator churn.
+    pub churn: Option<ChurnSpec>,
+    /// Seed for the simulator.
+    pub seed: Option<u64>,
+    /// Cabinet id.
+    pub cabinet: String,
+    /// Commit deadline of the cabinet's outbox.
+    pub commit_deadline: Duration,
+    /// Mining threads.
+    pub threads: usize,
+}
+
+/// What `up` tells its caller as it runs.
+#[derive(Debug)]
+pub enum UpEvent {
+    /// Everything started; where to look.
+    Started {
+        /// The broker's URL.
+        broker: String,
+        /// The simulator's Modbus address.
+        modbus: SocketAddr,
+        /// The chain file.
+        chain: PathBuf,
+    },
+    /// A block was appended.
+    Block(MinedBlock),
+}
+
+/// Runs the pipeline until `shutdown`, reporting through `events`.
+pub async fn run(
+    config: UpConfig,
+    shutdown: CancellationToken,
+    events: mpsc::UnboundedSender<UpEvent>,
+) -> Result<()> {
+    let broker_config = wattchain_broker::BrokerConfig {
+        listen: config.listen,
+        ..Default::default()
+    };
+    let broker = wattchain_broker::start(broker_config)
+        .await
+        .context("starting the embedded broker")?;
+    let url: crate::bus::BrokerUrl = broker.url().parse()?;
+    let topics = Topics::default();
+
+    let sim_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the simulator")?;
+    let modbus = sim_listener.local_addr()?;
+    let mut sim_config = SimConfig::new(RegisterMap::default_sim());
+    sim_config.churn = config.churn;
+    sim_config.seed = config.seed;
+    let sim = Simulator::new(sim_config);
+
+    let mut tasks = JoinSet::new();
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        sim.serve(sim_listener, stop)
+            .await
+            .context("cabinet simulator")
+    });
+
+    let pconf = PublisherConfig {
+        difficulty: config.difficulty,
+        threads: config.threads,
+        ..PublisherConfig::new("publisher", config.data_dir.clone())
+    };
+    let chain = pconf.chain_path();
+    let bus = Bus::connect(
+        BusOptions::new(url.clone(), "publisher", publisher::ROLE),
+        pconf.subscriptions(),
+    )?;
+    let (report_tx, mut report_rx) = mpsc::unbounded_channel();
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        publisher::run(pconf, bus, stop, Some(report_tx))
+            .await
+            .map(|_| ())
+            .context("publisher")
+    });
+
+    for n in 1..=config.averagers {
+        let id = format!("averager-{n}");
+        let aconf = AveragerConfig::new(&id, topics.clone());
+        let bus = Bus::connect(
+            BusOptions::new(url.clone(), &id, averager::ROLE),
+            aconf.subscriptions(),
+        )?;
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            averager::run(aconf, bus, stop).await;
+            Ok(())
+        });
+    }
+
+    let cconf = CabinetConfig {
+        period: config.period,
+        window: config.window,
+        commit_deadline: config.commit_deadline,
+        ..CabinetConfig::new(
+            &config.cabinet,
+            modbus,
+            config.data_dir.join("cabinet").join(&config.cabinet),
+        )
+    };
+    let options = BusOptions::new(url.clone(), &cconf.agent_id(), cabinet::ROLE);
+    let status_bus = Bus::connect(cconf.status_bus_options(&options), vec![])?;
+    let bus = Bus::connect(options, cconf.subscriptions())?;
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        cabinet::run(cconf, bus, status_bus, stop)
+            .await
+            .map(|_| ())
+            .context("cabinet agent")
+    });
+
+    let _ = events.send(UpEvent::Started {
+        broker: broker.url(),
+        modbus,
+        chain,
+    });
+    info!(broker = %broker.url(), "wattchain is up");
+
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            Some(block) = report_rx.recv() => { let _ = events.send(UpEvent::Block(block)); }
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    error!(cause = %format!("{e:#}"), "a component failed; stopping");
+                    failure.get_or_insert(e);
+                    shutdown.cancel();
+                }
+                Some(Err(join)) => {
+                    failure.get_or_insert(anyhow::anyhow!("a component panicked: {join}"));
+                    shutdown.cancel();
+                }
+            },
+        }
+    }
+    while let Ok(block) = report_rx.try_recv() {
+        let _ = events.send(UpEvent::Block(block));
+    }
+    broker.shutdown().await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
