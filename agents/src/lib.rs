@@ -18,6 +18,7 @@ pub mod bus;
 pub mod cabinet;
 pub mod ledger;
 pub mod messages;
+pub mod modbus;
 pub mod publisher;
 pub mod regmap;
 pub mod sim;
