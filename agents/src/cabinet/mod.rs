@@ -2,8 +2,12 @@
 //! cuts windows of N samples into per-quantity tasks, and keeps every window in a durable
 //! outbox until a block commits it.
 //!
+//! - [`agent`]: the acquisition loop (ticks, Modbus, publishing, commits, status).
 //! - [`window`]: cutting quadruplets into windows.
 //! - [`outbox`]: the durable journal of uncommitted windows and id counters.
 
+pub mod agent;
 pub mod outbox;
 pub mod window;
+
+pub use agent::{run, CabinetConfig, CabinetError, CabinetStats, ROLE};

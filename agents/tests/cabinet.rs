@@ -1,0 +1,248 @@
+//! The cabinet agent against the simulator and a real broker: what a user sees on the topics.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{fast_cabinet, start_cabinet, Recorder, TestBroker, TestSim};
+use wattchain::ledger::{BlockTemplate, Hash32, Record, Timestamp};
+use wattchain::messages::Quadruplet;
+use wattchain::sim::Fault;
+use wattchain::topics::{Quantity, Topics};
+
+fn close(actual: f64, expected: f64, rel: f64, what: &str) {
+    let tol = expected.abs().max(1.0) * rel;
+    assert!(
+        (actual - expected).abs() <= tol,
+        "{what}: got {actual}, expected {expected} ± {tol}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_quadruplets_follow_the_physics_of_r_rl_and_rc_loads() {
+    let broker = TestBroker::embedded().await;
+    let url = broker.url();
+    let sim = TestSim::start(false, 1).await;
+    let rec = Recorder::start(&url, "rec-physics").await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_cabinet(&url, fast_cabinet("c1", sim.addr, dir.path().into())).await;
+
+    // (loads switched on, what the physics says about reactive power)
+    let cases: [(&[usize], fn(f64) -> bool); 3] = [
+        (&[0, 2], |pr| (pr - -6.0).abs() < 0.01), // pure R: only the no-load offset
+        (&[3], |pr| pr > 100.0),                   // R-L: inductive, positive
+        (&[5], |pr| pr < -100.0),                  // R-C: capacitive, negative
+    ];
+    for (loads, pr_sign) in cases {
+        for k in 0..7 {
+            sim.sim.set_load(k, loads.contains(&k)).unwrap();
+        }
+        let expected = sim.sim.expected();
+        // Only quads read after the switch count: wait for the first one that matches.
+        rec.wait_until(&format!("a quad for loads {loads:?}"), |seen| {
+            seen.quads
+                .values()
+                .rev()
+                .take(1)
+                .any(|q| (q.i - expected.i).abs() < 1e-3)
+        })
+        .await;
+        let q: Quadruplet = rec.with(|s| s.quads.values().next_back().cloned().unwrap());
+        close(q.u, expected.u, 1e-4, "U");
+        close(q.i, expected.i, 1e-4, "I");
+        close(q.pa, expected.pa, 1e-4, "PA");
+        close(q.pr, expected.pr, 1e-4, "PR");
+        assert!(pr_sign(q.pr), "loads {loads:?}: PR {}", q.pr);
+        assert!(q.pa > 100.0, "loads {loads:?} draw real power: {}", q.pa);
+    }
+    agent.stop().await.unwrap();
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_hold_exactly_their_quads_and_ids_continue_across_a_restart() {
+    let broker = TestBroker::embedded().await;
+    let url = broker.url();
+    let sim = TestSim::start(true, 2).await;
+    sim.sim.set_load(1, true).unwrap();
+    let rec = Recorder::start(&url, "rec-windows").await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let first = start_cabinet(&url, fast_cabinet("c1", sim.addr, dir.path().into())).await;
+    rec.wait_until("3 windows", |s| s.windows("c1").len() >= 3)
+        .await;
+    first.stop().await.unwrap();
+    let before = rec.with(|s| s.windows("c1").keys().max().copied().unwrap());
+
+    let second = start_cabinet(&url, fast_cabinet("c1", sim.addr, dir.path().into())).await;
+    rec.wait_until("3 more windows", |s| {
+        s.windows("c1").keys().max().copied().unwrap() >= before + 3
+    })
+    .await;
+    second.stop().await.unwrap();
+
+    rec.with(|s| {
+        let windows = s.windows("c1");
+        let ids: Vec<u64> = windows.keys().copied().collect();
+        let expected: Vec<u64> = (0..=*ids.last().unwrap()).collect();
+        assert_eq!(ids, expected, "window ids are contiguous across the restart");
+        let mut seqs_seen = std::collections::HashSet::new();
+        for (id, tasks) in &windows {
+            assert_eq!(tasks.len(), 4, "window {id} has all four quantities");
+            for t in tasks {
+                assert_eq!(t.values.len(), 4, "window {id} has N values");
+                for (k, v) in t.values.iter().enumerate() {
+                    let seq = t.first_seq + k as u64;
+                    let quad = s
+                        .quads
+                        .get(&("c1".to_string(), seq))
+                        .unwrap_or_else(|| panic!("quad {seq} of window {id} was published"));
+                    assert_eq!(*v, quad.value(t.quantity), "window {id} {} seq {seq}", t.quantity);
+                    if t.quantity == Quantity::U {
+                        assert!(seqs_seen.insert(seq), "sample {seq} is in two windows");
+                    }
+                }
+            }
+        }
+    });
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_plc_is_reported_in_the_status_and_acquisition_resumes() {
+    let broker = TestBroker::embedded().await;
+    let url = broker.url();
+    let sim = TestSim::start(true, 3).await;
+    let rec = Recorder::start(&url, "rec-faults").await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_cabinet(&url, fast_cabinet("c1", sim.addr, dir.path().into())).await;
+    let status = Topics::default().cabinet_status("c1");
+    let quads = |rec: &Recorder| rec.with(|s| s.quads.len());
+
+    rec.wait_until("first quads", |s| s.quads.len() >= 3).await;
+    for (fault, expect) in [
+        (Fault::Exception(4), "exception 4"),
+        (Fault::Stall, "timed out"),
+        (Fault::Close, "transport"),
+    ] {
+        sim.sim.set_fault(fault);
+        rec.wait_until(&format!("status naming {expect}"), |s| {
+            s.last_status(&status).is_some_and(|v| {
+                v["modbus"] == "error"
+                    && v["state"] == "online"
+                    && v["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.to_lowercase().contains(expect))
+            })
+        })
+        .await;
+        sim.sim.set_fault(Fault::None);
+        let n = quads(&rec);
+        rec.wait_until(&format!("quads again after {expect}"), |s| {
+            s.quads.len() >= n + 3
+                && s.last_status(&status).is_some_and(|v| v["modbus"] == "ok")
+        })
+        .await;
+    }
+    assert!(!agent.task.is_finished(), "the agent never exits because of the PLC");
+    let stats = agent.stop().await.unwrap();
+    assert!(stats.modbus_errors >= 3);
+    broker.stop().await;
+}
+
+fn commit_block(cabinet: &str, window: u64, tasks: &[wattchain::messages::WindowTask]) -> Vec<u8> {
+    let digest = |q: Quantity| {
+        Hash32::from_hex(&tasks.iter().find(|t| t.quantity == q).unwrap().digest).unwrap()
+    };
+    let record = Record {
+        cabinet: cabinet.into(),
+        window,
+        from: tasks[0].from.clone(),
+        to: tasks[0].to.clone(),
+        n: tasks[0].values.len() as u32,
+        averages: wattchain::ledger::Averages {
+            u: 1.0,
+            i: 1.0,
+            pa: 1.0,
+            pr: 1.0,
+        },
+        digests: wattchain::ledger::Digests {
+            u: digest(Quantity::U),
+            i: digest(Quantity::I),
+            pa: digest(Quantity::PA),
+            pr: digest(Quantity::PR),
+        },
+    };
+    let template = BlockTemplate {
+        index: 1,
+        previous_hash: Hash32::ZERO,
+        timestamp: Timestamp::now(),
+        difficulty: 0,
+        records: vec![record],
+    };
+    template.seal(0).to_json().into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_windows_are_republished_after_the_deadline_and_after_a_restart() {
+    let broker = TestBroker::embedded().await;
+    let url = broker.url();
+    let sim = TestSim::start(true, 4).await;
+    let rec = Recorder::start(&url, "rec-outbox").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fast_cabinet("c1", sim.addr, dir.path().into());
+    config.commit_deadline = Duration::from_millis(600);
+    let agent = start_cabinet(&url, config.clone()).await;
+
+    rec.wait_until("windows 0 and 1", |s| s.windows("c1").len() >= 2)
+        .await;
+    // Commit window 0 with a block, as the publisher would.
+    let tasks0: Vec<_> = rec.with(|s| s.windows("c1")[&0].iter().map(|t| (*t).clone()).collect());
+    let publisher = rumqttc_publisher(&url).await;
+    publisher
+        .publish(Topics::default().block(), rumqttc::QoS::AtLeastOnce, false, commit_block("c1", 0, &tasks0))
+        .await
+        .unwrap();
+    let published = |s: &support::Seen, w: u64| {
+        s.tasks
+            .iter()
+            .filter(|t| t.window == w && t.quantity == Quantity::U)
+            .count()
+    };
+    rec.wait_until("window 1 re-published after its deadline", |s| published(s, 1) >= 2)
+        .await;
+    assert_eq!(rec.with(|s| published(s, 0)), 1, "a committed window is not re-published");
+
+    agent.stop().await.unwrap();
+    let before = rec.with(|s| published(s, 1));
+    let mut config = config;
+    config.commit_deadline = Duration::from_secs(600);
+    let agent = start_cabinet(&url, config).await;
+    rec.wait_until("window 1 re-published at once after a restart", |s| {
+        published(s, 1) > before
+    })
+    .await;
+    assert_eq!(rec.with(|s| published(s, 0)), 1, "the journal forgot the committed window");
+    let status = Topics::default().cabinet_status("c1");
+    rec.wait_until("status counts the outbox", |s| {
+        s.last_status(&status)
+            .is_some_and(|v| v["outbox"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    agent.stop().await.unwrap();
+    rec.wait_until("offline status on a clean stop", |s| {
+        s.last_status(&status).is_some_and(|v| v["state"] == "offline")
+    })
+    .await;
+    broker.stop().await;
+}
+
+async fn rumqttc_publisher(url: &wattchain::bus::BrokerUrl) -> rumqttc::AsyncClient {
+    let mut o = rumqttc::MqttOptions::new("forger", url.host.clone(), url.port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 16);
+    tokio::spawn(async move {
+        while eventloop.poll().await.is_ok() {}
+    });
+    client
+}

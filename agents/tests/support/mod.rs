@@ -1,0 +1,401 @@
+//! Shared harness of the agents' integration tests: real brokers (the embedded one in-process,
+//! or a mosquitto child process) on free ports, the simulator on port 0, agents on their own
+//! MQTT sessions, and a recorder that subscribes like a user's `mosquitto_sub`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use wattchain::averager::{self, AveragerConfig, AveragerStats};
+use wattchain::bus::{Bus, BusOptions, BrokerUrl};
+use wattchain::cabinet::{self, CabinetConfig, CabinetError, CabinetStats};
+use wattchain::ledger::Block;
+use wattchain::messages::{Average, Quadruplet, WindowTask};
+use wattchain::publisher::{self, PublisherConfig, PublisherError, PublisherStats};
+use wattchain::regmap::RegisterMap;
+use wattchain::sim::{SimConfig, Simulator};
+use wattchain::topics::{Route, Topics};
+
+/// Bound on every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A broker the agents can reach: embedded (in-process) or mosquitto (child process).
+pub enum TestBroker {
+    Embedded(Option<wattchain_broker::Broker>),
+    Mosquitto { child: Child, port: u16, _dir: tempfile::TempDir },
+}
+
+impl TestBroker {
+    /// The embedded broker on a free port.
+    pub async fn embedded() -> TestBroker {
+        let config = wattchain_broker::BrokerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let broker = wattchain_broker::start(config)
+            .await
+            .expect("embedded broker starts");
+        TestBroker::Embedded(Some(broker))
+    }
+
+    /// A real mosquitto on a free port, for broker-agnostic tests.
+    pub async fn mosquitto() -> TestBroker {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 2000000\n"),
+        )
+        .unwrap();
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (scripts/test installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let ready = async {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, ready)
+            .await
+            .expect("mosquitto accepts connections");
+        TestBroker::Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The broker's URL.
+    pub fn url(&self) -> BrokerUrl {
+        match self {
+            TestBroker::Embedded(b) => b.as_ref().unwrap().url().parse().unwrap(),
+            TestBroker::Mosquitto { port, .. } => format!("mqtt://127.0.0.1:{port}").parse().unwrap(),
+        }
+    }
+
+    /// Stops the broker.
+    pub async fn stop(mut self) {
+        match &mut self {
+            TestBroker::Embedded(b) => {
+                if let Some(b) = b.take() {
+                    b.shutdown().await;
+                }
+            }
+            TestBroker::Mosquitto { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let TestBroker::Mosquitto { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port free right now (for processes that cannot bind port 0 and report it).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running simulator.
+pub struct TestSim {
+    pub sim: Simulator,
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestSim {
+    /// A simulator on port 0; `noise` false makes readings exact.
+    pub async fn start(noise: bool, seed: u64) -> TestSim {
+        let mut config = SimConfig::new(RegisterMap::default_sim());
+        config.noise = noise;
+        config.seed = Some(seed);
+        let sim = Simulator::new(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let (s, t) = (sim.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            s.serve(listener, t).await.expect("simulator serves");
+        });
+        TestSim {
+            sim,
+            addr,
+            stop,
+            task,
+        }
+    }
+}
+
+impl Drop for TestSim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.task.abort();
+    }
+}
+
+/// A running agent: its task and its shutdown token.
+pub struct Running<T> {
+    pub stop: CancellationToken,
+    pub task: JoinHandle<T>,
+}
+
+impl<T> Running<T> {
+    /// Asks the agent to stop and waits for it (bounded).
+    pub async fn stop(self) -> T {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("agent stops in time")
+            .expect("agent does not panic")
+    }
+}
+
+/// Starts a cabinet agent on two sessions, as `wattchain cabinet` does.
+pub async fn start_cabinet(
+    url: &BrokerUrl,
+    config: CabinetConfig,
+) -> Running<Result<CabinetStats, CabinetError>> {
+    let options = BusOptions::new(url.clone(), &config.agent_id(), cabinet::ROLE);
+    let status = Bus::connect(config.status_bus_options(&options), vec![]).unwrap();
+    let bus = Bus::connect(options, config.subscriptions()).unwrap();
+    bus.wait_ready(WAIT).await.expect("cabinet subscribed");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(cabinet::run(config, bus, status, stop.clone()));
+    Running { stop, task }
+}
+
+/// Starts an averager serving every quantity.
+pub async fn start_averager(url: &BrokerUrl, id: &str) -> Running<AveragerStats> {
+    let config = AveragerConfig::new(id, Topics::default());
+    let bus = Bus::connect(
+        BusOptions::new(url.clone(), id, averager::ROLE),
+        config.subscriptions(),
+    )
+    .unwrap();
+    bus.wait_ready(WAIT).await.expect("averager subscribed");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(averager::run(config, bus, stop.clone()));
+    Running { stop, task }
+}
+
+/// Starts a publisher on `data_dir` at `difficulty`.
+pub async fn start_publisher(
+    url: &BrokerUrl,
+    data_dir: &Path,
+    difficulty: u32,
+) -> Running<Result<PublisherStats, PublisherError>> {
+    let mut config = PublisherConfig::new("publisher", data_dir.to_path_buf());
+    config.difficulty = difficulty;
+    config.threads = 1;
+    let bus = Bus::connect(
+        BusOptions::new(url.clone(), "publisher", publisher::ROLE),
+        config.subscriptions(),
+    )
+    .unwrap();
+    bus.wait_ready(WAIT).await.expect("publisher subscribed");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(publisher::run(config, bus, stop.clone(), None));
+    Running { stop, task }
+}
+
+/// A cabinet configuration for fast tests: short period, small windows.
+pub fn fast_cabinet(id: &str, modbus: SocketAddr, data_dir: PathBuf) -> CabinetConfig {
+    CabinetConfig {
+        period: Duration::from_millis(20),
+        window: 4,
+        modbus_timeout: Duration::from_millis(200),
+        reconnect: (Duration::from_millis(50), Duration::from_millis(400)),
+        switches_every: Duration::from_millis(200),
+        ..CabinetConfig::new(id, modbus, data_dir)
+    }
+}
+
+/// Everything seen under `wattchain/#`, like `mosquitto_sub -t 'wattchain/#' -v`.
+#[derive(Default)]
+pub struct Seen {
+    pub quads: BTreeMap<(String, u64), Quadruplet>,
+    /// Every window task publication, duplicates included.
+    pub tasks: Vec<WindowTask>,
+    pub averages: Vec<Average>,
+    /// Every block publication, re-publications included.
+    pub blocks: Vec<Block>,
+    pub statuses: Vec<(String, serde_json::Value)>,
+    pub deadletters: Vec<serde_json::Value>,
+}
+
+/// A subscriber recording what the pipeline publishes.
+pub struct Recorder {
+    seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Recorder {
+    /// Subscribes to everything under the default root and waits for the subscription.
+    pub async fn start(url: &BrokerUrl, name: &str) -> Recorder {
+        let mut o = MqttOptions::new(name, url.host.clone(), url.port);
+        o.set_max_packet_size(2 << 20, 2 << 20);
+        o.set_keep_alive(Duration::from_secs(10));
+        let (client, mut eventloop) = AsyncClient::new(o, 1024);
+        client
+            .subscribe("wattchain/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let changed = Arc::new(Notify::new());
+        let (s, c) = (seen.clone(), changed.clone());
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _client = client;
+            let mut subscribed_tx = Some(subscribed_tx);
+            let topics = Topics::default();
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        record(&topics, &p.topic, &p.payload, &mut s.lock().unwrap());
+                        c.notify_waiters();
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, subscribed)
+            .await
+            .expect("recorder subscribed")
+            .unwrap();
+        Recorder {
+            seen,
+            changed,
+            task,
+        }
+    }
+
+    /// Waits (at most [`WAIT`]) until `done` holds for what was seen; panics with `what` if not.
+    pub async fn wait_until(&self, what: &str, mut done: impl FnMut(&Seen) -> bool) {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                if done(&self.seen.lock().unwrap()) {
+                    return;
+                }
+                // Re-check periodically too: a predicate may depend on the clock or other state.
+                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+            }
+        };
+        if tokio::time::timeout(WAIT, wait).await.is_err() {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+    }
+
+    /// Runs `f` on what was seen so far.
+    pub fn with<R>(&self, f: impl FnOnce(&Seen) -> R) -> R {
+        f(&self.seen.lock().unwrap())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
+    match topics.parse(topic) {
+        Some(Route::Quad { cabinet }) => {
+            let q: Quadruplet = serde_json::from_slice(payload).expect("quad is JSON");
+            seen.quads.insert((cabinet, q.seq), q);
+        }
+        Some(Route::Window { .. }) => seen
+            .tasks
+            .push(serde_json::from_slice(payload).expect("task is JSON")),
+        Some(Route::Average { .. }) => seen
+            .averages
+            .push(serde_json::from_slice(payload).expect("average is JSON")),
+        Some(Route::Block) => seen.blocks.push(
+            Block::from_json(std::str::from_utf8(payload).unwrap()).expect("block is JSON"),
+        ),
+        Some(Route::CabinetStatus { .. }) | Some(Route::AgentStatus { .. }) => seen
+            .statuses
+            .push((topic.to_string(), serde_json::from_slice(payload).unwrap())),
+        Some(Route::Deadletter { .. }) => seen
+            .deadletters
+            .push(serde_json::from_slice(payload).unwrap()),
+        Some(Route::Head) | None => {}
+    }
+}
+
+impl Seen {
+    /// Distinct window ids committed for `cabinet`, with how many blocks (first publication
+    /// of each block index) commit each.
+    pub fn commits(&self, cabinet: &str) -> BTreeMap<u64, usize> {
+        let mut by_index: BTreeMap<u64, &Block> = BTreeMap::new();
+        for b in &self.blocks {
+            by_index.entry(b.index).or_insert(b);
+        }
+        let mut commits = BTreeMap::new();
+        for b in by_index.values() {
+            for r in b.records().iter().filter(|r| r.cabinet == cabinet) {
+                *commits.entry(r.window).or_insert(0) += 1;
+            }
+        }
+        commits
+    }
+
+    /// Window ids the cabinet published (first publication of each).
+    pub fn windows(&self, cabinet: &str) -> BTreeMap<u64, Vec<&WindowTask>> {
+        let mut out: BTreeMap<u64, Vec<&WindowTask>> = BTreeMap::new();
+        for t in self.tasks.iter().filter(|t| t.cabinet == cabinet) {
+            let entry = out.entry(t.window).or_default();
+            if !entry.iter().any(|x| x.quantity == t.quantity) {
+                entry.push(t);
+            }
+        }
+        out
+    }
+
+    /// The latest status JSON published on `topic`.
+    pub fn last_status(&self, topic: &str) -> Option<&serde_json::Value> {
+        self.statuses
+            .iter()
+            .rev()
+            .find(|(t, _)| t == topic)
+            .map(|(_, v)| v)
+    }
+}
