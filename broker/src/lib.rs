@@ -1,6 +1,48 @@
 //! wattchain's MQTT broker: rumqttd embedded behind a front door that guards it.
 //!
-//! (Skeleton: the front door, config and readiness are built in the foundation issue.)
+//! One public port serves MQTT 3.1.1 and MQTT 5, like mosquitto. The front door reads each
+//! client's CONNECT, refuses what would hurt rumqttd 0.20 with a proper CONNACK, and relays the
+//! rest to rumqttd's v4 or v5 listener on loopback.
+//!
+//! Shared subscriptions (`$share/group/filter`) work for both protocol versions, but rumqttd
+//! keys a group by its name alone: use each group name for exactly one filter, or messages are
+//! lost.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`BrokerConfig`] with defaults, the commented default TOML, validation.
+//! - `error`: [`BrokerError`], what starting the broker can fail with.
+//! - `internal`: rumqttd on two loopback ports, with a readiness probe.
+//! - `front_door`: the public accept loops and the CONNECT guards.
+//! - `relay`: byte relaying with the packet-size limit.
+//! - `packet`: the few MQTT wire formats the front door reads and writes.
+//! - [`client_id`]: the reversible client-id rewriting.
+//! - `tls`: TLS termination for the optional TLS listener.
+//! - [`bench`]: front door versus direct-to-rumqttd throughput.
+
+pub mod bench;
+pub mod client_id;
+pub mod config;
+mod error;
+mod front_door;
+mod internal;
+mod packet;
+mod relay;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::{default_config_toml, BrokerConfig, ConfigError, RumqttdTuning, TlsConfig, User};
+pub use error::BrokerError;
+
+use front_door::FrontDoor;
 
 /// Largest MQTT packet, in bytes, that the broker accepts and our clients send or receive.
 ///
@@ -8,3 +50,117 @@
 /// agents' MQTT session uses it for rumqttc's packet limits (whose 10 KiB default is too small
 /// for a window of samples).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 1024 * 1024;
+
+/// A running broker; dropping it without [`Broker::shutdown`] leaves the front door running.
+#[derive(Debug)]
+pub struct Broker {
+    local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
+    internal_v4: SocketAddr,
+    internal_v5: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Validates `config`, binds the public listeners, starts rumqttd and waits until it answers.
+pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+    config.validate()?;
+    let listener = bind(config.listen).await?;
+    let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let tls = match &config.tls {
+        Some(tls_config) => {
+            let acceptor = tls::acceptor(tls_config)?;
+            Some((bind(tls_config.listen).await?, acceptor))
+        }
+        None => None,
+    };
+    let tls_local_addr = match &tls {
+        Some((listener, _)) => Some(listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: config.listen,
+            source,
+        })?),
+        None => None,
+    };
+    warn_if_open(&config, local_addr);
+    if let Some(addr) = tls_local_addr {
+        warn_if_open(&config, addr);
+    }
+
+    let rumqttd = internal::launch(&config).await?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let door = Arc::new(FrontDoor {
+        permits: Arc::new(Semaphore::new(config.max_connections)),
+        config,
+        rumqttd,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    });
+    tracker.spawn(Arc::clone(&door).accept_loop(listener, None));
+    if let Some((listener, acceptor)) = tls {
+        tracker.spawn(Arc::clone(&door).accept_loop(listener, Some(acceptor)));
+    }
+    info!(listen = %local_addr, tls = ?tls_local_addr, v4 = %rumqttd.v4, v5 = %rumqttd.v5, "broker ready");
+    Ok(Broker {
+        local_addr,
+        tls_local_addr,
+        internal_v4: rumqttd.v4,
+        internal_v5: rumqttd.v5,
+        shutdown,
+        tracker,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BrokerError::Bind { addr, source })
+}
+
+/// Anyone who can reach a non-loopback port could publish into the chain's inputs.
+fn warn_if_open(config: &BrokerConfig, addr: SocketAddr) {
+    if !addr.ip().is_loopback() && config.users.is_empty() {
+        warn!(listen = %addr, "listening beyond loopback with no [[users]] configured: anyone who can reach this port can connect");
+    }
+}
+
+impl Broker {
+    /// The public front-door address (MQTT 3.1.1 and 5).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The TLS listener's address, when TLS is configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
+    }
+
+    /// The front door as a URL, `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.local_addr)
+    }
+
+    /// rumqttd's internal MQTT 3.1.1 listener, bypassing the guards (for the bench only).
+    pub fn internal_v4_addr(&self) -> SocketAddr {
+        self.internal_v4
+    }
+
+    /// rumqttd's internal MQTT 5 listener, bypassing the guards (for tests only).
+    pub fn internal_v5_addr(&self) -> SocketAddr {
+        self.internal_v5
+    }
+
+    /// Stops accepting, closes every relayed connection and waits for those tasks to end.
+    ///
+    /// rumqttd has no shutdown API: its threads live on until the process exits, listening on
+    /// loopback only.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        info!(listen = %self.local_addr, "broker front door stopped");
+    }
+}

@@ -1,0 +1,236 @@
+//! Broker configuration: serde structs with per-field defaults, a commented default TOML and
+//! validation that returns errors instead of panicking.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::DEFAULT_MAX_PACKET_SIZE;
+
+/// The commented default configuration; it parses to [`BrokerConfig::default()`].
+pub fn default_config_toml() -> &'static str {
+    include_str!("../config/default.toml")
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`BrokerConfig`].
+    #[error("invalid broker config {path}: {source}")]
+    Parse {
+        /// The path given.
+        path: PathBuf,
+        /// The TOML error, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid broker config: {0}")]
+    Invalid(String),
+}
+
+/// Everything the broker needs to start.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Public front-door address serving MQTT 3.1.1 and 5 (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Largest packet, in bytes, a client may send; larger ones close that connection.
+    pub max_packet_size: usize,
+    /// Simultaneous client connections; more are refused with a CONNACK.
+    pub max_connections: usize,
+    /// Time a new socket has to finish its TLS handshake and send CONNECT.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Accepted username/password pairs; empty means no authentication.
+    pub users: Vec<User>,
+    /// Optional TLS listener terminated by the front door.
+    pub tls: Option<TlsConfig>,
+    /// Tuning of the embedded rumqttd.
+    pub rumqttd: RumqttdTuning,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            max_connections: 1000,
+            connect_timeout: Duration::from_secs(10),
+            users: Vec::new(),
+            tls: None,
+            rumqttd: RumqttdTuning::default(),
+        }
+    }
+}
+
+/// One username/password pair; `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The username a client sends in CONNECT.
+    pub username: String,
+    /// The password, stored as given in the config file.
+    pub password: String,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// TLS listener settings: certificate chain and private key as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address of the TLS listener (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Settings passed to the embedded rumqttd; they bound its memory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RumqttdTuning {
+    /// Bytes per commit-log segment of one filter.
+    pub max_segment_size: usize,
+    /// Segments kept per filter; memory per filter is at most size × count.
+    pub max_segment_count: usize,
+    /// Packets buffered per outgoing connection before the router stops reading for it.
+    pub max_outgoing_packet_count: u64,
+    /// Unacknowledged QoS 1/2 messages per connection.
+    pub max_inflight_count: usize,
+    /// Time rumqttd allows for its readiness probe to succeed on each internal port.
+    #[serde(with = "humantime_serde")]
+    pub readiness_timeout: Duration,
+}
+
+impl Default for RumqttdTuning {
+    fn default() -> Self {
+        RumqttdTuning {
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 4,
+            max_outgoing_packet_count: 200,
+            max_inflight_count: 100,
+            readiness_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: BrokerConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency; [`crate::start`] calls it too.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        // Below this a CONNECT with a modest client id and credentials no longer fits.
+        if self.max_packet_size < 1024 {
+            return invalid(format!(
+                "max_packet_size = {} is below the minimum of 1024 bytes",
+                self.max_packet_size
+            ));
+        }
+        // rumqttd keeps the remaining length in a u32-sized field; MQTT itself caps at 256 MiB.
+        if self.max_packet_size > 256 * 1024 * 1024 {
+            return invalid(format!(
+                "max_packet_size = {} exceeds MQTT's 256 MiB",
+                self.max_packet_size
+            ));
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1".into());
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout must be positive".into());
+        }
+        let mut names: Vec<&str> = self.users.iter().map(|u| u.username.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return invalid(format!("user {:?} is listed twice", pair[0]));
+        }
+        if names.iter().any(|name| name.is_empty()) {
+            return invalid("a [[users]] entry has an empty username".into());
+        }
+        let tuning = &self.rumqttd;
+        if tuning.max_segment_size < self.max_packet_size {
+            return invalid(format!(
+                "rumqttd.max_segment_size = {} must hold one max_packet_size ({})",
+                tuning.max_segment_size, self.max_packet_size
+            ));
+        }
+        if tuning.max_segment_count == 0
+            || tuning.max_outgoing_packet_count == 0
+            || tuning.max_inflight_count == 0
+        {
+            return invalid(
+                "rumqttd segment, outgoing and inflight counts must be positive".into(),
+            );
+        }
+        if tuning.max_inflight_count > usize::from(u16::MAX) {
+            return invalid("rumqttd.max_inflight_count must fit MQTT's 16-bit packet ids".into());
+        }
+        if tuning.readiness_timeout.is_zero() {
+            return invalid("rumqttd.readiness_timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_debug_hides_the_password() {
+        let user = User {
+            username: "alice".into(),
+            password: "hunter2".into(),
+        };
+        let shown = format!("{user:?}");
+        assert!(shown.contains("alice"));
+        assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn validate_rejects_a_segment_smaller_than_a_packet() {
+        let mut config = BrokerConfig::default();
+        config.rumqttd.max_segment_size = config.max_packet_size - 1;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<BrokerConfig>("lisen = \"127.0.0.1:1\"");
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! The broker's error type: what `start` and the bench can fail with.
+
+use std::net::SocketAddr;
+
+use crate::config::ConfigError;
+
+/// Why the broker could not start (or the bench could not run).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A public listener could not bind its address.
+    #[error(
+        "cannot listen on {addr} (port {port}): {source}; is another broker running there? \
+         choose another address with --listen",
+        port = addr.port()
+    )]
+    Bind {
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The embedded rumqttd did not answer an MQTT handshake on an internal port in time.
+    #[error("embedded rumqttd is not ready on {addr} (port {port}): {cause}", port = addr.port())]
+    Readiness {
+        /// The internal loopback address probed.
+        addr: SocketAddr,
+        /// What the probe saw last.
+        cause: String,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The front-door benchmark failed (client error or timeout).
+    #[error("front-door bench failed: {0}")]
+    Bench(String),
+}

@@ -1,0 +1,265 @@
+//! The front door: accepts on the public ports, reads and judges CONNECT, and hands accepted
+//! clients to rumqttd's v4 or v5 loopback listener.
+//!
+//! Every guard here exists because rumqttd 0.20 misbehaves without it (see design.md):
+//! handshake timeout, protocol routing, client-id rewriting, connection limit and
+//! authentication before rumqttd sees anything; the packet-size limit in [`crate::relay`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::client_id;
+use crate::config::{BrokerConfig, User};
+use crate::internal::Rumqttd;
+use crate::packet::{
+    connack_refusal, fixed_header, Connect, FixedHeader, Framer, PacketError, ProtocolVersion,
+    Refusal,
+};
+use crate::relay::{relay, RelayParams};
+
+/// Keep-alive forwarded to rumqttd for clients that ask for none (0): rumqttd refuses 0
+/// without a CONNACK, so such clients get the longest interval MQTT can express (~18 h).
+const KEEP_ALIVE_FOR_ZERO: u16 = u16::MAX;
+
+/// State shared by every accept loop and connection task of one broker.
+pub(crate) struct FrontDoor {
+    /// The validated configuration.
+    pub config: BrokerConfig,
+    /// rumqttd's internal listeners.
+    pub rumqttd: Rumqttd,
+    /// One permit per allowed client connection.
+    pub permits: Arc<Semaphore>,
+    /// Broker-wide stop signal.
+    pub shutdown: CancellationToken,
+    /// Tracks every task so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// Why a first packet was not read.
+#[derive(Debug, thiserror::Error)]
+enum FirstPacketError {
+    #[error("connection closed before CONNECT")]
+    Closed,
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+}
+
+impl FrontDoor {
+    /// Accepts on `listener` until shutdown; `tls` terminates TLS first when present.
+    pub(crate) async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    warn!(cause = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let door = Arc::clone(&self);
+            let tls = tls.clone();
+            self.tracker.spawn(async move {
+                match tls {
+                    Some(tls) => door.serve_tls(stream, peer, tls).await,
+                    None => door.serve(stream, peer).await,
+                }
+            });
+        }
+    }
+
+    async fn serve_tls(&self, stream: TcpStream, peer: SocketAddr, tls: TlsAcceptor) {
+        let timeout = self.config.connect_timeout;
+        let handshake = tokio::time::timeout(timeout, async {
+            let mut stream = tls.accept(stream).await?;
+            let first = self.read_first_packet(&mut stream).await;
+            Ok::<_, std::io::Error>((stream, first))
+        });
+        let shaken = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            shaken = handshake => shaken,
+        };
+        match shaken {
+            Err(_) => info!(%peer, ?timeout, "closing TLS connection: no CONNECT in time"),
+            Ok(Err(err)) => info!(%peer, cause = %err, "closing connection: TLS handshake failed"),
+            Ok(Ok((stream, first))) => self.admit(stream, peer, first).await,
+        }
+    }
+
+    async fn serve(&self, mut stream: TcpStream, peer: SocketAddr) {
+        let timeout = self.config.connect_timeout;
+        let first = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            first = tokio::time::timeout(timeout, self.read_first_packet(&mut stream)) => first,
+        };
+        match first {
+            Err(_) => info!(%peer, ?timeout, "closing connection: no CONNECT in time"),
+            Ok(first) => self.admit(stream, peer, first).await,
+        }
+    }
+
+    /// Reads exactly one whole packet (plus whatever followed it in the same reads), refusing
+    /// anything that is not CONNECT or exceeds the size limit as soon as the header shows it.
+    async fn read_first_packet<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+    ) -> Result<(Vec<u8>, usize), FirstPacketError> {
+        let limit = self.config.max_packet_size;
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(&first) = buf.first() {
+                if first != 0x10 {
+                    return Err(PacketError::NotConnect(first).into());
+                }
+                if let FixedHeader::Complete {
+                    header_len,
+                    remaining,
+                } = fixed_header(&buf)?
+                {
+                    let size = header_len + remaining;
+                    if size > limit {
+                        return Err(PacketError::TooLarge { size, limit }.into());
+                    }
+                    if buf.len() >= size {
+                        return Ok((buf, size));
+                    }
+                }
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(FirstPacketError::Closed);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Judges the CONNECT and either refuses it with a CONNACK or relays the client.
+    async fn admit<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        first: Result<(Vec<u8>, usize), FirstPacketError>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (buf, size) = match first {
+            Ok(read) => read,
+            Err(FirstPacketError::Closed) => {
+                return debug!(%peer, "connection closed before CONNECT");
+            }
+            Err(err) => return warn!(%peer, cause = %err, "closing connection: bad first packet"),
+        };
+        let packet = &buf[..size];
+        let connect = match Connect::parse(packet) {
+            Ok(connect) => connect,
+            Err(PacketError::UnsupportedLevel(level)) => {
+                info!(%peer, level, "refusing connection: unsupported MQTT protocol level");
+                // 3.1.1's "unacceptable protocol version": what MQTT 3.1 clients understand.
+                let ack = connack_refusal(ProtocolVersion::V4, Refusal::UnsupportedProtocol);
+                return refuse(stream, &ack).await;
+            }
+            Err(err) => return warn!(%peer, cause = %err, "closing connection: bad CONNECT"),
+        };
+        let version = connect.version;
+
+        if let Some(refusal) = check_credentials(&self.config.users, &connect) {
+            warn!(%peer, user = ?connect.username, ?refusal, "refusing connection: authentication");
+            return refuse(stream, &connack_refusal(version, refusal)).await;
+        }
+        let encoded_id = client_id::encode(&connect.client_id);
+        if encoded_id.len() > client_id::MAX_ENCODED_LEN {
+            warn!(%peer, len = connect.client_id.len(), "refusing connection: client id too long");
+            return refuse(stream, &connack_refusal(version, Refusal::ClientIdRejected)).await;
+        }
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            warn!(%peer, limit = self.config.max_connections, "refusing connection: connection limit reached");
+            return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
+        };
+
+        let internal = match version {
+            ProtocolVersion::V4 => self.rumqttd.v4,
+            ProtocolVersion::V5 => self.rumqttd.v5,
+        };
+        let mut upstream = match TcpStream::connect(internal).await {
+            Ok(upstream) => upstream,
+            Err(err) => {
+                warn!(%peer, %internal, cause = %err, "refusing connection: rumqttd unreachable");
+                return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        let keep_alive = match connect.keep_alive {
+            0 => KEEP_ALIVE_FOR_ZERO,
+            secs => secs,
+        };
+        let mut forward = connect.splice(packet, &encoded_id, keep_alive);
+        // Bytes the client pipelined after CONNECT (often SUBSCRIBE) belong to rumqttd too.
+        let pipelined = &buf[size..];
+        let mut framer_check = Framer::new(self.config.max_packet_size);
+        if let Err((_, violation)) = framer_check.feed(pipelined) {
+            return warn!(%peer, cause = %violation, "closing connection");
+        }
+        forward.extend_from_slice(pipelined);
+        if let Err(err) = upstream.write_all(&forward).await {
+            warn!(%peer, cause = %err, "refusing connection: rumqttd write failed");
+            return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
+        }
+        debug!(%peer, client_id = %connect.client_id, ?version, "relaying to rumqttd");
+        let params = RelayParams {
+            peer,
+            version,
+            shutdown: self.shutdown.clone(),
+        };
+        relay(stream, upstream, params, framer_check).await;
+        drop(permit);
+    }
+}
+
+/// Sends a refusal CONNACK and closes.
+async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, connack: &[u8]) {
+    let _ = stream.write_all(connack).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Decides authentication; `None` admits. No users configured admits everyone.
+fn check_credentials(users: &[User], connect: &Connect) -> Option<Refusal> {
+    if users.is_empty() {
+        return None;
+    }
+    let Some(username) = &connect.username else {
+        return Some(Refusal::NotAuthorized);
+    };
+    let password = connect.password.as_deref().unwrap_or_default();
+    let known = users
+        .iter()
+        .find(|user| &user.username == username)
+        .is_some_and(|user| constant_time_eq(user.password.as_bytes(), password));
+    (!known).then_some(Refusal::BadCredentials)
+}
+
+/// Compares without an early exit on the first differing byte, so response time does not
+/// reveal how much of a guessed password was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

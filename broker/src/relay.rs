@@ -1,0 +1,173 @@
+//! Relaying an accepted client to rumqttd once its CONNECT passed the guards.
+//!
+//! Client → broker bytes are framed (fixed headers only, bodies are skipped) so a packet over
+//! the limit is caught before rumqttd sees it; broker → client bytes are copied as they come,
+//! with only their packet boundaries tracked so the front door can insert its own DISCONNECT
+//! without cutting a relayed packet in half.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::packet::{
+    Framer, PacketError, ProtocolVersion, DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SHUTTING_DOWN,
+};
+
+/// Bytes read per system call in each direction.
+const CHUNK: usize = 64 * 1024;
+
+/// Longest the front door waits for rumqttd to finish a packet before it sends DISCONNECT.
+const FINISH_PACKET_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a relayed connection ended.
+#[derive(Debug)]
+pub(crate) enum RelayEnd {
+    /// The client closed or reset its side.
+    ClientClosed,
+    /// rumqttd closed its side.
+    BrokerClosed,
+    /// The client sent a packet over the limit or broke framing.
+    Violation(PacketError),
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+/// Per-connection facts the relay needs.
+pub(crate) struct RelayParams {
+    /// The client's address, for logs.
+    pub peer: SocketAddr,
+    /// Protocol version of the session, deciding whether DISCONNECT can carry a reason.
+    pub version: ProtocolVersion,
+    /// Broker-wide stop signal.
+    pub shutdown: CancellationToken,
+}
+
+/// Copies bytes both ways until either side closes, a guard trips or shutdown is signalled;
+/// `to_broker` frames the client's bytes and may already have seen some of them.
+pub(crate) async fn relay<C>(
+    client: C,
+    upstream: TcpStream,
+    params: RelayParams,
+    mut to_broker: Framer,
+) -> RelayEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut broker_rx, mut broker_tx) = upstream.into_split();
+    let mut to_client = Framer::new(usize::MAX);
+    let mut client_buf = vec![0u8; CHUNK];
+    let mut broker_buf = vec![0u8; CHUNK];
+    let shutdown = &params.shutdown;
+
+    let end = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break RelayEnd::Shutdown,
+            read = client_rx.read(&mut client_buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break RelayEnd::ClientClosed,
+                    Ok(n) => n,
+                };
+                match to_broker.feed(&client_buf[..n]) {
+                    Ok(()) => {
+                        if write(&mut broker_tx, &client_buf[..n], shutdown).await.is_err() {
+                            break RelayEnd::BrokerClosed;
+                        }
+                    }
+                    Err((whole, violation)) => {
+                        // The packets before the offending one are complete: let rumqttd have
+                        // them, then cut its connection.
+                        let _ = write(&mut broker_tx, &client_buf[..whole], shutdown).await;
+                        break RelayEnd::Violation(violation);
+                    }
+                }
+            }
+            read = broker_rx.read(&mut broker_buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break RelayEnd::BrokerClosed,
+                    Ok(n) => n,
+                };
+                // Only boundaries matter here; rumqttd's own framing is trusted.
+                let _ = to_client.feed(&broker_buf[..n]);
+                if write(&mut client_tx, &broker_buf[..n], shutdown).await.is_err() {
+                    break RelayEnd::ClientClosed;
+                }
+            }
+        }
+    };
+
+    let goodbye = match (&end, params.version) {
+        (RelayEnd::Violation(PacketError::TooLarge { .. }), ProtocolVersion::V5) => {
+            Some(&DISCONNECT_PACKET_TOO_LARGE)
+        }
+        (RelayEnd::Shutdown, ProtocolVersion::V5) => Some(&DISCONNECT_SHUTTING_DOWN),
+        _ => None,
+    };
+    if let Some(goodbye) = goodbye {
+        let finished = tokio::time::timeout(
+            FINISH_PACKET_TIMEOUT,
+            finish_packet(
+                &mut broker_rx,
+                &mut client_tx,
+                &mut to_client,
+                &mut broker_buf,
+            ),
+        )
+        .await;
+        if matches!(finished, Ok(Ok(()))) {
+            let _ = client_tx.write_all(goodbye).await;
+        }
+    }
+    // Closing rumqttd's side only now lets it finish the packet above.
+    drop(broker_tx);
+    let _ = client_tx.shutdown().await;
+    match &end {
+        RelayEnd::Violation(violation) => {
+            warn!(peer = %params.peer, cause = %violation, "closing connection")
+        }
+        other => debug!(peer = %params.peer, end = ?other, "connection ended"),
+    }
+    end
+}
+
+/// Writes all of `bytes` unless shutdown is signalled first (a stalled client must not hold
+/// up shutdown).
+async fn write<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    tokio::select! {
+        written = writer.write_all(bytes) => written,
+        _ = shutdown.cancelled() => Err(std::io::ErrorKind::Interrupted.into()),
+    }
+}
+
+/// Relays broker bytes until the client stream sits on a packet boundary, so a DISCONNECT
+/// written next is not spliced into the middle of a PUBLISH.
+async fn finish_packet<R, W>(
+    broker_rx: &mut R,
+    client_tx: &mut W,
+    framer: &mut Framer,
+    buf: &mut [u8],
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while !framer.at_boundary() {
+        // Mid-header, read byte by byte so nothing of the next packet is consumed.
+        let want = framer.body_left().clamp(1, buf.len());
+        let n = broker_rx.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let _ = framer.feed(&buf[..n]);
+        client_tx.write_all(&buf[..n]).await?;
+    }
+    Ok(())
+}
