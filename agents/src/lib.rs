@@ -8,10 +8,12 @@
 //! - [`bus`]: the MQTT session every agent uses (reconnect, re-subscribe, retained status, will).
 //! - [`ledger`]: blocks, canonical encoding, proof of work, the durable chain file, verification.
 //! - [`regmap`]: the Modbus register map (addresses, types, word order, scale) from TOML.
+//! - [`modbus`]: the Modbus TCP client of a cabinet, every request under a timeout.
 //! - [`sim`]: the cabinet simulator, a Modbus TCP server with load physics and churn.
 //! - [`cabinet`]: the acquisition agent (Modbus polling, quadruplets, windows, outbox).
 //! - [`averager`]: the stateless averaging worker on the shared subscription.
 //! - [`publisher`]: assembles averages into records, mines and appends blocks.
+//! - [`up`]: the whole pipeline in one process (`wattchain up`).
 
 pub mod averager;
 pub mod bus;
@@ -23,3 +25,4 @@ pub mod publisher;
 pub mod regmap;
 pub mod sim;
 pub mod topics;
+pub mod up;

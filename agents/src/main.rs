@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use wattchain::averager::{self, AveragerConfig};
-use wattchain::bus::{Bus, BusOptions, BrokerUrl, QoS};
+use wattchain::bus::{BrokerUrl, Bus, BusOptions, QoS};
 use wattchain::cabinet::{self, CabinetConfig};
 use wattchain::ledger;
 use wattchain::modbus::ModbusCabinet;
@@ -42,7 +42,7 @@ enum Command {
     /// Run the cabinet simulator, a Modbus TCP server.
     Sim(SimArgs),
     /// Run the cabinet acquisition agent (or `cabinet churn` to switch a real PLC's loads).
-    Cabinet(CabinetArgs),
+    Cabinet(Box<CabinetArgs>),
     /// Run an averaging agent.
     Averager(AveragerArgs),
     /// Run the publisher: assemble averages, mine blocks, keep the chain.
@@ -58,7 +58,11 @@ enum Command {
 #[derive(Args, Clone)]
 struct BusArgs {
     /// Broker URL: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS.
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "WATTCHAIN_BROKER")]
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        env = "WATTCHAIN_BROKER"
+    )]
     broker: String,
     /// MQTT username.
     #[arg(long, env = "WATTCHAIN_USERNAME")]
@@ -417,7 +421,9 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                     println!("  broker     {broker}  (MQTT 3.1.1 and 5)");
                     println!("  simulator  modbus://{modbus}");
                     println!("  chain      {}", chain.display());
-                    println!("  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t 'wattchain/#' -v");
+                    println!(
+                        "  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t 'wattchain/#' -v"
+                    );
                     println!("  verify     wattchain chain verify {}", chain.display());
                     println!("Ctrl-C stops everything cleanly.");
                 }
@@ -474,7 +480,12 @@ async fn run_broker(args: BrokerArgs) -> Result<ExitCode> {
 async fn run_sim(args: SimArgs) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (use --listen to pick another address)", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (use --listen to pick another address)",
+                args.listen
+            )
+        })?;
     let mut config = SimConfig::new(load_map(&args.map)?);
     config.churn = args.churn;
     config.seed = args.seed;
@@ -537,7 +548,10 @@ async fn run_averager(args: AveragerArgs) -> Result<ExitCode> {
     let mut config = AveragerConfig::new(&id, args.bus.topics()?);
     config.quantities = args.quantities;
     config.delay = args.delay;
-    let bus = Bus::connect(args.bus.options(&id, averager::ROLE)?, config.subscriptions())?;
+    let bus = Bus::connect(
+        args.bus.options(&id, averager::ROLE)?,
+        config.subscriptions(),
+    )?;
     averager::run(config, bus, shutdown_on_signals()).await;
     Ok(ExitCode::SUCCESS)
 }

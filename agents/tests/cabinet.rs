@@ -28,10 +28,11 @@ async fn published_quadruplets_follow_the_physics_of_r_rl_and_rc_loads() {
     let agent = start_cabinet(&url, fast_cabinet("c1", sim.addr, dir.path().into())).await;
 
     // (loads switched on, what the physics says about reactive power)
-    let cases: [(&[usize], fn(f64) -> bool); 3] = [
+    type Case = (&'static [usize], fn(f64) -> bool);
+    let cases: [Case; 3] = [
         (&[0, 2], |pr| (pr - -6.0).abs() < 0.01), // pure R: only the no-load offset
-        (&[3], |pr| pr > 100.0),                   // R-L: inductive, positive
-        (&[5], |pr| pr < -100.0),                  // R-C: capacitive, negative
+        (&[3], |pr| pr > 100.0),                  // R-L: inductive, positive
+        (&[5], |pr| pr < -100.0),                 // R-C: capacitive, negative
     ];
     for (loads, pr_sign) in cases {
         for k in 0..7 {
@@ -85,7 +86,10 @@ async fn windows_hold_exactly_their_quads_and_ids_continue_across_a_restart() {
         let windows = s.windows("c1");
         let ids: Vec<u64> = windows.keys().copied().collect();
         let expected: Vec<u64> = (0..=*ids.last().unwrap()).collect();
-        assert_eq!(ids, expected, "window ids are contiguous across the restart");
+        assert_eq!(
+            ids, expected,
+            "window ids are contiguous across the restart"
+        );
         let mut seqs_seen = std::collections::HashSet::new();
         for (id, tasks) in &windows {
             assert_eq!(tasks.len(), 4, "window {id} has all four quantities");
@@ -97,7 +101,12 @@ async fn windows_hold_exactly_their_quads_and_ids_continue_across_a_restart() {
                         .quads
                         .get(&("c1".to_string(), seq))
                         .unwrap_or_else(|| panic!("quad {seq} of window {id} was published"));
-                    assert_eq!(*v, quad.value(t.quantity), "window {id} {} seq {seq}", t.quantity);
+                    assert_eq!(
+                        *v,
+                        quad.value(t.quantity),
+                        "window {id} {} seq {seq}",
+                        t.quantity
+                    );
                     if t.quantity == Quantity::U {
                         assert!(seqs_seen.insert(seq), "sample {seq} is in two windows");
                     }
@@ -139,12 +148,14 @@ async fn a_misbehaving_plc_is_reported_in_the_status_and_acquisition_resumes() {
         sim.sim.set_fault(Fault::None);
         let n = quads(&rec);
         rec.wait_until(&format!("quads again after {expect}"), |s| {
-            s.quads.len() >= n + 3
-                && s.last_status(&status).is_some_and(|v| v["modbus"] == "ok")
+            s.quads.len() >= n + 3 && s.last_status(&status).is_some_and(|v| v["modbus"] == "ok")
         })
         .await;
     }
-    assert!(!agent.task.is_finished(), "the agent never exits because of the PLC");
+    assert!(
+        !agent.task.is_finished(),
+        "the agent never exits because of the PLC"
+    );
     let stats = agent.stop().await.unwrap();
     assert!(stats.modbus_errors >= 3);
     broker.stop().await;
@@ -192,6 +203,7 @@ async fn uncommitted_windows_are_republished_after_the_deadline_and_after_a_rest
     let dir = tempfile::tempdir().unwrap();
     let mut config = fast_cabinet("c1", sim.addr, dir.path().into());
     config.commit_deadline = Duration::from_millis(600);
+
     let agent = start_cabinet(&url, config.clone()).await;
 
     rec.wait_until("windows 0 and 1", |s| s.windows("c1").len() >= 2)
@@ -200,7 +212,12 @@ async fn uncommitted_windows_are_republished_after_the_deadline_and_after_a_rest
     let tasks0: Vec<_> = rec.with(|s| s.windows("c1")[&0].iter().map(|t| (*t).clone()).collect());
     let publisher = rumqttc_publisher(&url).await;
     publisher
-        .publish(Topics::default().block(), rumqttc::QoS::AtLeastOnce, false, commit_block("c1", 0, &tasks0))
+        .publish(
+            Topics::default().block(),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            commit_block("c1", 0, &tasks0),
+        )
         .await
         .unwrap();
     let published = |s: &support::Seen, w: u64| {
@@ -209,20 +226,29 @@ async fn uncommitted_windows_are_republished_after_the_deadline_and_after_a_rest
             .filter(|t| t.window == w && t.quantity == Quantity::U)
             .count()
     };
-    rec.wait_until("window 1 re-published after its deadline", |s| published(s, 1) >= 2)
-        .await;
-    assert_eq!(rec.with(|s| published(s, 0)), 1, "a committed window is not re-published");
+    rec.wait_until("window 1 re-published after its deadline", |s| {
+        published(s, 1) >= 2
+    })
+    .await;
+    assert_eq!(
+        rec.with(|s| published(s, 0)),
+        1,
+        "a committed window is not re-published"
+    );
 
     agent.stop().await.unwrap();
     let before = rec.with(|s| published(s, 1));
-    let mut config = config;
     config.commit_deadline = Duration::from_secs(600);
     let agent = start_cabinet(&url, config).await;
     rec.wait_until("window 1 re-published at once after a restart", |s| {
         published(s, 1) > before
     })
     .await;
-    assert_eq!(rec.with(|s| published(s, 0)), 1, "the journal forgot the committed window");
+    assert_eq!(
+        rec.with(|s| published(s, 0)),
+        1,
+        "the journal forgot the committed window"
+    );
     let status = Topics::default().cabinet_status("c1");
     rec.wait_until("status counts the outbox", |s| {
         s.last_status(&status)
@@ -231,7 +257,8 @@ async fn uncommitted_windows_are_republished_after_the_deadline_and_after_a_rest
     .await;
     agent.stop().await.unwrap();
     rec.wait_until("offline status on a clean stop", |s| {
-        s.last_status(&status).is_some_and(|v| v["state"] == "offline")
+        s.last_status(&status)
+            .is_some_and(|v| v["state"] == "offline")
     })
     .await;
     broker.stop().await;
@@ -241,8 +268,6 @@ async fn rumqttc_publisher(url: &wattchain::bus::BrokerUrl) -> rumqttc::AsyncCli
     let mut o = rumqttc::MqttOptions::new("forger", url.host.clone(), url.port);
     o.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 16);
-    tokio::spawn(async move {
-        while eventloop.poll().await.is_ok() {}
-    });
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     client
 }

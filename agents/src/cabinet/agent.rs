@@ -359,7 +359,10 @@ impl Agent {
         let letter = DeadLetter::new(
             ROLE,
             &self.config.agent_id(),
-            &self.config.topics.window(&self.config.id, tasks[0].quantity),
+            &self
+                .config
+                .topics
+                .window(&self.config.id, tasks[0].quantity),
             &format!("outbox full: window {window} evicted before it was committed"),
             &payload,
         );
@@ -394,14 +397,17 @@ impl Agent {
                 return Ok(());
             }
         };
-        if block.computed_hash() != block.hash
-            || block.hash.leading_zero_bits() < block.difficulty
+        if block.computed_hash() != block.hash || block.hash.leading_zero_bits() < block.difficulty
         {
             warn!(cabinet = %self.config.id, index = block.index, "ignoring a block whose hash does not verify");
             return Ok(());
         }
         let mut committed = 0;
-        for r in block.records().iter().filter(|r| r.cabinet == self.config.id) {
+        for r in block
+            .records()
+            .iter()
+            .filter(|r| r.cabinet == self.config.id)
+        {
             if self.outbox.commit(r.window)? {
                 committed += 1;
             }

@@ -183,7 +183,11 @@ mod tests {
     #[test]
     fn a_window_is_ready_once_all_four_averages_arrived_in_any_order() {
         let mut a = Assembler::new(10);
-        for (q, mean) in [(Quantity::PR, -6.0), (Quantity::U, 230.0), (Quantity::PA, 300.0)] {
+        for (q, mean) in [
+            (Quantity::PR, -6.0),
+            (Quantity::U, 230.0),
+            (Quantity::PA, 300.0),
+        ] {
             assert_eq!(a.offer(avg("c1", 5, q, mean)).0, Offer::Stored);
         }
         assert_eq!(a.offer(avg("c1", 5, Quantity::I, 1.3)).0, Offer::Ready);

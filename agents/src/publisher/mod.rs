@@ -134,7 +134,9 @@ pub async fn run(
     reports: Option<mpsc::UnboundedSender<MinedBlock>>,
 ) -> Result<PublisherStats, PublisherError> {
     if !(1..=MAX_RECORDS_PER_BLOCK).contains(&config.max_windows_per_block) {
-        return Err(PublisherError::WindowsPerBlock(config.max_windows_per_block));
+        return Err(PublisherError::WindowsPerBlock(
+            config.max_windows_per_block,
+        ));
     }
     let outlet = bus.outlet();
     let miner = Arc::new(Miner::new(config.threads));
@@ -273,17 +275,17 @@ impl Publisher {
             .iter()
             .map(|r| (r.cabinet.clone(), r.window))
             .collect();
-        let template =
-            match store.next_template(records, self.config.difficulty, Timestamp::now()) {
-                Ok(t) => t,
-                Err(e) => {
-                    // Records are validated on the way in; this is a bug or a forged average.
-                    error!(cause = %e, "cannot build a block from the ready windows; dropping them");
-                    self.assembler
-                        .release(keys.iter().map(|(c, w)| (c.as_str(), *w)));
-                    return None;
-                }
-            };
+        let template = match store.next_template(records, self.config.difficulty, Timestamp::now())
+        {
+            Ok(t) => t,
+            Err(e) => {
+                // Records are validated on the way in; this is a bug or a forged average.
+                error!(cause = %e, "cannot build a block from the ready windows; dropping them");
+                self.assembler
+                    .release(keys.iter().map(|(c, w)| (c.as_str(), *w)));
+                return None;
+            }
+        };
         debug!(index = template.index, windows = keys.len(), "mining");
         let cancel = Arc::new(AtomicBool::new(false));
         let (miner, flag) = (miner.clone(), cancel.clone());
@@ -344,7 +346,10 @@ impl Publisher {
         self.reacked.insert(index, now);
         match store.read_block(index) {
             Ok(block) => {
-                info!(index, "re-publishing the block that already commits a re-issued window");
+                info!(
+                    index,
+                    "re-publishing the block that already commits a re-issued window"
+                );
                 self.stats.reacks += 1;
                 let payload = block.to_json().into_bytes();
                 let _ = self

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use wattchain::averager::{self, AveragerConfig, AveragerStats};
-use wattchain::bus::{Bus, BusOptions, BrokerUrl};
+use wattchain::bus::{BrokerUrl, Bus, BusOptions};
 use wattchain::cabinet::{self, CabinetConfig, CabinetError, CabinetStats};
 use wattchain::ledger::Block;
 use wattchain::messages::{Average, Quadruplet, WindowTask};
@@ -31,7 +31,11 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// A broker the agents can reach: embedded (in-process) or mosquitto (child process).
 pub enum TestBroker {
     Embedded(Option<wattchain_broker::Broker>),
-    Mosquitto { child: Child, port: u16, _dir: tempfile::TempDir },
+    Mosquitto {
+        child: Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    },
 }
 
 impl TestBroker {
@@ -88,7 +92,9 @@ impl TestBroker {
     pub fn url(&self) -> BrokerUrl {
         match self {
             TestBroker::Embedded(b) => b.as_ref().unwrap().url().parse().unwrap(),
-            TestBroker::Mosquitto { port, .. } => format!("mqtt://127.0.0.1:{port}").parse().unwrap(),
+            TestBroker::Mosquitto { port, .. } => {
+                format!("mqtt://127.0.0.1:{port}").parse().unwrap()
+            }
         }
     }
 
@@ -348,9 +354,9 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
         Some(Route::Average { .. }) => seen
             .averages
             .push(serde_json::from_slice(payload).expect("average is JSON")),
-        Some(Route::Block) => seen.blocks.push(
-            Block::from_json(std::str::from_utf8(payload).unwrap()).expect("block is JSON"),
-        ),
+        Some(Route::Block) => seen
+            .blocks
+            .push(Block::from_json(std::str::from_utf8(payload).unwrap()).expect("block is JSON")),
         Some(Route::CabinetStatus { .. }) | Some(Route::AgentStatus { .. }) => seen
             .statuses
             .push((topic.to_string(), serde_json::from_slice(payload).unwrap())),
