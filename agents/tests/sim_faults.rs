@@ -8,6 +8,7 @@ use std::time::Duration;
 use sim_support::{exact, start, with_loads, BOUND};
 use tokio::time::timeout;
 use wattchain::modbus::ModbusError;
+use wattchain::sim::server::MAX_CONNECTIONS;
 use wattchain::sim::Fault;
 
 #[tokio::test]
@@ -133,4 +134,40 @@ async fn shutdown_closes_open_client_connections() {
         .expect("bound")
         .expect_err("server gone");
     assert!(err.needs_reconnect(), "{err}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_a_freed_slot_is_reusable() {
+    let running = start(exact(with_loads(&[], 1))).await;
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut c = running.connect().await;
+        // A completed request proves the server accepted and serves this connection.
+        timeout(BOUND, c.read_switches())
+            .await
+            .expect("bound")
+            .expect("within limit");
+        held.push(c);
+    }
+    let mut extra = running.connect().await;
+    let err = timeout(BOUND, extra.read_switches())
+        .await
+        .expect("bound")
+        .expect_err("over limit");
+    assert!(err.needs_reconnect(), "{err}");
+
+    // Closing one connection frees its slot once the server notices the close.
+    drop(held.pop());
+    let reconnected = timeout(BOUND, async {
+        loop {
+            let mut c = running.connect().await;
+            if c.read_switches().await.is_ok() {
+                break c;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(reconnected.is_ok(), "slot was never freed");
+    running.stop().await;
 }
