@@ -378,3 +378,43 @@ fn long_chains_keep_one_window_run_per_cabinet_and_read_back_any_block() {
     assert_eq!(reopened.read_block(513).expect("read").index, 513);
     assert_eq!(reopened.windows().runs(), 2);
 }
+
+/// The first bad block according to the Python script, `None` if it accepts the file.
+fn python_first_bad_block(path: &Path) -> Option<u64> {
+    let (ok, text) = python_verify(path);
+    if ok {
+        return None;
+    }
+    let index = text
+        .strip_prefix("block ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    Some(index.unwrap_or_else(|| panic!("python output names no block: {text}")))
+}
+
+#[test]
+fn both_verifiers_agree_on_every_random_single_character_edit() {
+    use rand::{Rng, SeedableRng};
+    let (_dir, path, tampered) = valid_chain();
+    let original = std::fs::read(&path).expect("read");
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x1ed9e7);
+    let mut rejected = 0;
+    for _ in 0..60 {
+        let mut bytes = original.clone();
+        let at = loop {
+            let at = rng.random_range(0..bytes.len());
+            if bytes[at] != b'\n' {
+                break at;
+            }
+        };
+        // Printable ASCII, so the edit stays UTF-8 and can hit digits, hex, quotes or braces.
+        bytes[at] = rng.random_range(b' '..=b'~');
+        std::fs::write(&tampered, &bytes).expect("write");
+        let rust = verify_file(&tampered).err().map(|e| e.index);
+        let python = python_first_bad_block(&tampered);
+        assert_eq!(rust, python, "edit at byte {at}: {:?}", bytes[at] as char);
+        rejected += usize::from(rust.is_some());
+    }
+    // Most edits must break something; a few (a space, the same character) are harmless.
+    assert!(rejected > 45, "only {rejected} of 60 edits were detected");
+}
