@@ -10,6 +10,9 @@ use super::record::RecordProblem;
 use super::timestamp::Timestamp;
 use super::windows::WindowIndex;
 
+// The record-count message below spells the limit out; keep it in step with the constant.
+const _: () = assert!(MAX_RECORDS_PER_BLOCK == 256);
+
 /// Why a block (or a line of the chain file) is invalid; checked in this order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {

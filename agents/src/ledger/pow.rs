@@ -201,7 +201,7 @@ impl Miner {
     }
 }
 
-/// Hash rate measured by [`bench`].
+/// Hash rate measured by [`bench()`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct BenchReport {
     /// Threads used.

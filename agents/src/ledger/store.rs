@@ -2,7 +2,7 @@
 //!
 //! The store is synchronous (std::fs) and single-writer; async callers wrap it in
 //! `spawn_blocking`. Memory holds the head block, the run-length window index, and one byte
-//! offset per [`CHECKPOINT_EVERY`] blocks, so a long-running chain stays small in RAM.
+//! offset per 256 blocks (`CHECKPOINT_EVERY`), so a long-running chain stays small in RAM.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
