@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent verifier for a wattchain chain file (chain.jsonl).
 
-Implements docs/ledger.md from the specification alone, with the Python standard library.
+Implements the "Ledger encoding" section of topics.md from the specification alone, with the Python standard library.
 Usage: python3 scripts/verify_chain.py FILE
 Exit 0 and print a summary when the chain is valid; otherwise print
 "block <i> (line <n>): <reason>" for the first bad block on stderr and exit 1
@@ -27,7 +27,7 @@ ZERO_HASH = "0" * 64
 
 
 class Invalid(Exception):
-    """A rule of docs/ledger.md is broken; the message is the reason."""
+    """A rule of the "Ledger encoding" section of topics.md is broken; the message is the reason."""
 
 
 def short(hex_hash):

@@ -227,7 +227,7 @@ mod tests {
         }
     }
 
-    /// Pinned with an independent Python hashlib/struct computation (see docs/ledger.md).
+    /// Pinned with an independent Python hashlib/struct computation (see the "Ledger encoding" section of topics.md).
     #[test]
     fn encoding_matches_the_python_reference_vector() {
         let mut previous = [0u8; 32];

@@ -1,4 +1,4 @@
-//! The canonical byte encoding of records and block headers (specified in `docs/ledger.md`).
+//! The canonical byte encoding of records and block headers (specified in the "Ledger encoding" section of `topics.md`).
 //!
 //! This is the one place that decides which bytes are hashed. JSON is only the transport: two
 //! JSON spellings of the same block produce the same bytes here, and any change of meaning

@@ -1,5 +1,5 @@
 //! The chain: records, blocks, their canonical encoding, proof of work, the durable chain file
-//! and its verification. The byte-level specification is `docs/ledger.md`.
+//! and its verification. The byte-level specification is the "Ledger encoding" section of `topics.md`.
 //!
 //! # Layout
 //!

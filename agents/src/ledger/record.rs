@@ -124,7 +124,7 @@ pub fn is_valid_cabinet_id(id: &str) -> bool {
 }
 
 impl Record {
-    /// Checks every field rule of `docs/ledger.md` except uniqueness across the chain.
+    /// Checks every field rule of the "Ledger encoding" section of `topics.md` except uniqueness across the chain.
     pub fn validate(&self) -> Result<(), RecordProblem> {
         if !is_valid_cabinet_id(&self.cabinet) {
             return Err(RecordProblem::BadCabinet(self.cabinet.clone()));

@@ -1,4 +1,4 @@
-//! Whole-file verification: every rule of `docs/ledger.md`, the first bad block named.
+//! Whole-file verification: every rule of the "Ledger encoding" section of `topics.md`, the first bad block named.
 
 use std::fmt;
 use std::fs::File;

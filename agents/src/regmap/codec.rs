@@ -121,7 +121,7 @@ fn decode_one(
     let word = |offset: u16| {
         let address = reg.address.wrapping_add(offset);
         image.get(address).ok_or(DecodeError::Missing {
-            quantity: q.name(),
+            quantity: q.as_str(),
             address,
         })
     };
@@ -146,7 +146,7 @@ fn decode_one(
         Ok(value)
     } else {
         Err(DecodeError::NotFinite {
-            quantity: q.name(),
+            quantity: q.as_str(),
             value,
         })
     }
@@ -156,7 +156,7 @@ fn decode_one(
 fn encode_one(q: Quantity, reg: &Register, value: f64) -> Result<(u16, u16), EncodeError> {
     let raw = value / reg.scale;
     let out_of_range = || EncodeError::OutOfRange {
-        quantity: q.name(),
+        quantity: q.as_str(),
         value,
         value_type: reg.value_type,
         scale: reg.scale,

@@ -106,33 +106,8 @@ impl ValueType {
     }
 }
 
-/// The four measured quantities, in the order of [`Measurement`]'s fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quantity {
-    /// Voltage.
-    U,
-    /// Current.
-    I,
-    /// Active power.
-    PA,
-    /// Reactive power.
-    PR,
-}
-
-impl Quantity {
-    /// All four, in a fixed order.
-    pub const ALL: [Quantity; 4] = [Quantity::U, Quantity::I, Quantity::PA, Quantity::PR];
-
-    /// The quantity's name as in the map file and on the wire (`"U"`, `"PA"` ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Quantity::U => "U",
-            Quantity::I => "I",
-            Quantity::PA => "PA",
-            Quantity::PR => "PR",
-        }
-    }
-}
+/// The four measured quantities (one definition for the whole crate, in `topics`).
+pub use crate::topics::Quantity;
 
 /// Where and how one quantity is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]

@@ -166,24 +166,24 @@ impl RegisterMap {
         for (q, reg) in self.entries() {
             if !reg.scale.is_finite() || reg.scale == 0.0 {
                 return Err(RegMapError::BadScale {
-                    quantity: q.name(),
+                    quantity: q.as_str(),
                     scale: reg.scale,
                 });
             }
             let words = reg.value_type.words();
             if u32::from(reg.address) + u32::from(words) > 65536 {
                 return Err(RegMapError::AddressOutOfRange {
-                    quantity: q.name(),
+                    quantity: q.as_str(),
                     address: reg.address,
                     words,
                 });
             }
             for address in reg.address..reg.address + words {
-                if let Some(first) = owners.insert(address, q.name()) {
+                if let Some(first) = owners.insert(address, q.as_str()) {
                     return Err(RegMapError::RegisterOverlap {
                         address,
                         first,
-                        second: q.name(),
+                        second: q.as_str(),
                     });
                 }
             }
