@@ -13,7 +13,7 @@ use wattchain::ledger::Block;
 
 fn wattchain() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wattchain"));
-    c.env("RUST_LOG", "warn");
+    c.env("RUST_LOG", "warn,rumqttd=off");
     c
 }
 
@@ -120,15 +120,20 @@ fn up_mines_blocks_that_mosquitto_sub_sees_and_stops_cleanly_on_sigterm() {
         "{block}"
     );
 
-    // The retained head, exactly as a user would fetch it.
-    let head = Command::new("mosquitto_sub")
+    // The retained head, then the next one, exactly as a user would watch them.
+    let heads = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", "wattchain/ledger/head", "-C", "1", "-W", "20"])
+        .args(["-t", "wattchain/ledger/head", "-C", "2", "-W", "20"])
         .output()
         .expect("mosquitto_sub runs");
-    assert!(head.status.success(), "{}", text(&head));
-    let head = Block::from_json(String::from_utf8_lossy(&head.stdout).trim()).unwrap();
-    assert!(head.index >= 1 && !head.records().is_empty());
+    assert!(heads.status.success(), "{}", text(&heads));
+    let heads: Vec<Block> = String::from_utf8_lossy(&heads.stdout)
+        .lines()
+        .map(|l| Block::from_json(l).expect("the head is a block"))
+        .collect();
+    assert_eq!(heads.len(), 2);
+    assert!(heads[1].index > heads[0].index, "the head moves forward");
+    assert!(!heads[1].records().is_empty());
 
     let status = up.terminate();
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
