@@ -440,11 +440,11 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                         .map(|r| format!("{}#{}", r.cabinet, r.window))
                         .collect();
                     println!(
-                        "block {:>5}  {}  windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:?}",
+                        "block {:>5}  {}  windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:.1} ms",
                         b.index,
                         b.hash.short(),
                         windows.join(","),
-                        mined.mining
+                        mined.mining.as_secs_f64() * 1000.0
                     );
                 }
             }

@@ -112,6 +112,23 @@ fn order_words((high, low): (u16, u16), value_type: ValueType, order: WordOrder)
     }
 }
 
+/// An f32 as the f64 with the same shortest decimal form (240.87, not 240.8699951171875): the
+/// register carries f32 precision, and users read these numbers in JSON.
+fn widen(f: f32) -> f64 {
+    f.to_string().parse().unwrap_or(f64::from(f))
+}
+
+/// `raw × scale`, dividing by the inverse when it is a whole number (scale 0.001 → ÷ 1000), so
+/// that 236123 mV reads 236.123 V exactly rather than 236.12300000000002.
+fn apply_scale(raw: f64, scale: f64) -> f64 {
+    let inverse = 1.0 / scale;
+    if inverse.abs() > 1.0 && (inverse - inverse.round()).abs() < 1e-9 {
+        raw / inverse.round()
+    } else {
+        raw * scale
+    }
+}
+
 fn decode_one(
     q: Quantity,
     reg: &Register,
@@ -139,9 +156,9 @@ fn decode_one(
         ValueType::I16 => f64::from(first as i16),
         ValueType::U32 => f64::from(bits32()?),
         ValueType::I32 => f64::from(bits32()? as i32),
-        ValueType::F32 => f64::from(f32::from_bits(bits32()?)),
+        ValueType::F32 => widen(f32::from_bits(bits32()?)),
     };
-    let value = raw * reg.scale;
+    let value = apply_scale(raw, reg.scale);
     if value.is_finite() {
         Ok(value)
     } else {

@@ -245,3 +245,27 @@ fn switches_come_from_the_mapped_coils() {
     assert_eq!(s.source, 2);
     assert_eq!(map.switches_from_coils(|a| (a != 5).then_some(false)), None);
 }
+
+#[test]
+fn decoded_values_read_as_the_decimals_the_plc_meant() {
+    // A user reading JSON expects 240.87 V, not 240.8699951171875 (f32 widened) nor
+    // 236.12300000000002 (236123 mV × 0.001).
+    let f32_map = map_with("f32", "high_first", 1.0, [0, 2, 4, 6]);
+    let m = Measurement {
+        u: 240.87,
+        i: 2.514,
+        pa: 571.3,
+        pr: -6.2,
+    };
+    let back = f32_map.decode(&f32_map.encode(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    let int_map = map_with("i32", "low_first", 0.001, [0, 2, 4, 6]);
+    let m = Measurement {
+        u: 236.123,
+        i: 0.1,
+        pa: -16.0,
+        pr: 181.907,
+    };
+    let back = int_map.decode(&int_map.encode(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+}
