@@ -322,6 +322,22 @@ fn client_error(e: ClientError) -> BusError {
     }
 }
 
+fn memory_send(
+    tx: &mpsc::UnboundedSender<Outgoing>,
+    topic: String,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+) -> Result<(), BusError> {
+    tx.send(Outgoing {
+        topic,
+        payload,
+        qos,
+        retain,
+    })
+    .map_err(|_| BusError::Closed)
+}
+
 impl Outlet {
     /// Publishes, waiting for room in the outgoing queue.
     pub async fn publish(
@@ -336,14 +352,7 @@ impl Outlet {
                 .publish_bytes(topic, qos, retain, payload.into())
                 .await
                 .map_err(client_error),
-            OutletInner::Memory(tx) => tx
-                .send(Outgoing {
-                    topic: topic.into(),
-                    payload: payload.into(),
-                    qos,
-                    retain,
-                })
-                .map_err(|_| BusError::Closed),
+            OutletInner::Memory(tx) => memory_send(tx, topic.into(), payload.into(), qos, retain),
         }
     }
 
@@ -359,14 +368,7 @@ impl Outlet {
             OutletInner::Mqtt(client) => client
                 .try_publish(topic, qos, retain, payload.into())
                 .map_err(client_error),
-            OutletInner::Memory(tx) => tx
-                .send(Outgoing {
-                    topic: topic.into(),
-                    payload: payload.into(),
-                    qos,
-                    retain,
-                })
-                .map_err(|_| BusError::Closed),
+            OutletInner::Memory(tx) => memory_send(tx, topic.into(), payload.into(), qos, retain),
         }
     }
 }

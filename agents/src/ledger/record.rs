@@ -6,9 +6,6 @@ use sha2::{Digest, Sha256};
 use super::encoding::Hash32;
 use super::timestamp::Timestamp;
 
-/// Longest cabinet id, in bytes (ids are ASCII).
-pub const MAX_CABINET_LEN: usize = 64;
-
 /// SHA-256 over the values as IEEE-754 float64 big-endian, concatenated.
 ///
 /// The one definition of a window digest: the cabinet computes it over the values it publishes,
@@ -115,18 +112,10 @@ pub enum RecordProblem {
     },
 }
 
-/// True for an id the chain accepts as a cabinet name.
-pub fn is_valid_cabinet_id(id: &str) -> bool {
-    (1..=MAX_CABINET_LEN).contains(&id.len())
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-}
-
 impl Record {
     /// Checks every field rule of the "Ledger encoding" section of `topics.md` except uniqueness across the chain.
     pub fn validate(&self) -> Result<(), RecordProblem> {
-        if !is_valid_cabinet_id(&self.cabinet) {
+        if !crate::topics::is_valid_id(&self.cabinet) {
             return Err(RecordProblem::BadCabinet(self.cabinet.clone()));
         }
         let parse = |field: &'static str, value: &str| {
