@@ -23,6 +23,15 @@ use wattchain::sim::{self, ChurnSpec, SimConfig, Simulator};
 use wattchain::topics::{check_id, Quantity, Topics};
 use wattchain::up::{self, UpConfig, UpEvent};
 
+/// Writes a line to stdout, ignoring a closed pipe (`wattchain chain verify F | head` must not
+/// panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// wattchain: electrical cabinet measurements over MQTT into a proof-of-work hash chain.
 ///
 /// Run with no subcommand to start everything in one process (`wattchain up`).
@@ -419,15 +428,13 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                     chain,
                 } => {
                     let port = broker.rsplit(':').next().unwrap_or("1883").to_string();
-                    println!("wattchain is up.");
-                    println!("  broker     {broker}  (MQTT 3.1.1 and 5)");
-                    println!("  simulator  modbus://{modbus}");
-                    println!("  chain      {}", chain.display());
-                    println!(
-                        "  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t 'wattchain/#' -v"
-                    );
-                    println!("  verify     wattchain chain verify {}", chain.display());
-                    println!("Ctrl-C stops everything cleanly.");
+                    out!("wattchain is up.");
+                    out!("  broker     {broker}  (MQTT 3.1.1 and 5)");
+                    out!("  simulator  modbus://{modbus}");
+                    out!("  chain      {}", chain.display());
+                    out!("  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t 'wattchain/#' -v");
+                    out!("  verify     wattchain chain verify {}", chain.display());
+                    out!("Ctrl-C stops everything cleanly.");
                 }
                 UpEvent::Block(mined) => {
                     let b = &mined.block;
@@ -439,7 +446,7 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                         .iter()
                         .map(|r| format!("{}#{}", r.cabinet, r.window))
                         .collect();
-                    println!(
+                    out!(
                         "block {:>5}  {}  windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:.1} ms",
                         b.index,
                         b.hash.short(),
@@ -457,7 +464,7 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
 
 async fn run_broker(args: BrokerArgs) -> Result<ExitCode> {
     if let Some(BrokerCommand::GenerateConfig) = args.command {
-        print!("{}", wattchain_broker::default_config_toml());
+        out!("{}", wattchain_broker::default_config_toml().trim_end());
         return Ok(ExitCode::SUCCESS);
     }
     let mut config = match &args.config {
@@ -470,7 +477,7 @@ async fn run_broker(args: BrokerArgs) -> Result<ExitCode> {
     }
     let shutdown = shutdown_on_signals();
     let broker = wattchain_broker::start(config).await?;
-    println!(
+    out!(
         "wattchain broker ready on {} (MQTT 3.1.1 and 5)",
         broker.local_addr()
     );
@@ -493,7 +500,7 @@ async fn run_sim(args: SimArgs) -> Result<ExitCode> {
     config.seed = args.seed;
     config.noise = !args.no_noise;
     let sim = Simulator::new(config);
-    println!("cabinet simulator listening on {}", listener.local_addr()?);
+    out!("cabinet simulator listening on {}", listener.local_addr()?);
     let shutdown = shutdown_on_signals();
     sim.serve(listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
@@ -579,11 +586,11 @@ async fn run_publisher(args: PublisherArgs) -> Result<ExitCode> {
 fn verify_chain(file: &std::path::Path) -> ExitCode {
     match ledger::verify_file(file) {
         Ok(summary) => {
-            println!("{summary}");
+            out!("{summary}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("INVALID: {e}");
+            out!("INVALID: {e}");
             ExitCode::FAILURE
         }
     }
