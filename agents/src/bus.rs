@@ -9,9 +9,11 @@
 //! of [`Incoming`] messages from [`Bus::recv`]. [`Bus::memory`] gives the same two things wired to
 //! channels instead of a broker: the seam that lets agent logic be tested without one.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -311,6 +313,9 @@ enum OutletInner {
 #[derive(Clone)]
 pub struct Outlet {
     inner: OutletInner,
+    /// Latest payload per retained topic, re-published after every reconnection: the broker
+    /// may have restarted and lost it (rumqttd keeps nothing). Bounded by the agent's topics.
+    retained: Retained,
 }
 
 fn client_error(e: ClientError) -> BusError {
@@ -321,6 +326,9 @@ fn client_error(e: ClientError) -> BusError {
         ClientError::Request(_) => BusError::Closed,
     }
 }
+
+/// The latest retained payload of each topic an agent owns.
+type Retained = Arc<Mutex<BTreeMap<String, Bytes>>>;
 
 fn memory_send(
     tx: &mpsc::UnboundedSender<Outgoing>,
@@ -339,6 +347,22 @@ fn memory_send(
 }
 
 impl Outlet {
+    /// Publishes a retained message (QoS 1) without waiting, and remembers it so that it is
+    /// published again after every reconnection. For state that must survive a broker restart
+    /// (status, chain head).
+    pub fn publish_retained(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), BusError> {
+        let (topic, payload) = (topic.into(), payload.into());
+        // A poisoned lock only means another publisher panicked mid-insert; the map is intact.
+        let mut retained = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        retained.insert(topic.clone(), payload.clone());
+        drop(retained);
+        self.try_publish(topic, payload, QoS::AtLeastOnce, true)
+    }
+
     /// Publishes, waiting for room in the outgoing queue.
     pub async fn publish(
         &self,
@@ -401,11 +425,13 @@ impl Bus {
         let (presence_topic, online, offline) = options.presence_topic_and_payloads();
         let mqtt = options.mqtt_options(&presence_topic, &offline)?;
         let (client, eventloop) = AsyncClient::new(mqtt, options.queue);
+        let retained = Retained::default();
         let (incoming_tx, incoming) = mpsc::channel(options.queue);
         let (link_tx, link) = watch::channel(Link::Down);
         let stop = CancellationToken::new();
         let session = Session {
             client: client.clone(),
+            retained: retained.clone(),
             eventloop,
             subscriptions,
             presence: (presence_topic, online, offline),
@@ -420,6 +446,7 @@ impl Bus {
         Ok(Bus {
             outlet: Outlet {
                 inner: OutletInner::Mqtt(client),
+                retained,
             },
             incoming,
             link,
@@ -440,6 +467,7 @@ impl Bus {
         let bus = Bus {
             outlet: Outlet {
                 inner: OutletInner::Memory(pub_tx),
+                retained: Retained::default(),
             },
             incoming,
             link,
@@ -507,6 +535,7 @@ impl Drop for Bus {
 /// The background task owning the event loop.
 struct Session {
     client: AsyncClient,
+    retained: Retained,
     eventloop: EventLoop,
     subscriptions: Vec<(String, QoS)>,
     presence: (String, Vec<u8>, Vec<u8>),
@@ -583,6 +612,19 @@ impl Session {
             .try_publish(topic, QoS::AtLeastOnce, true, online.clone())
         {
             warn!(cause = %e, "cannot queue the online status");
+        }
+        let retained = self
+            .retained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (topic, payload) in retained {
+            if let Err(e) = self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+            {
+                warn!(cause = %e, "cannot queue a retained message");
+            }
         }
         let ready = self.subscriptions.is_empty();
         if !ready {

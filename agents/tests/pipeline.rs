@@ -200,3 +200,38 @@ async fn restarting_the_publisher_mid_run_continues_the_chain_without_loss_or_du
 async fn the_same_pipeline_runs_on_an_external_mosquitto_broker() {
     run_pipeline(TestBroker::mosquitto().await, Disruption::None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_status_and_head_come_back_after_a_broker_restart() {
+    // mosquitto without persistence forgets retained messages, as rumqttd always does.
+    let port = support::free_port();
+    let broker = TestBroker::mosquitto_on(port).await;
+    let url = broker.url();
+    let sim = TestSim::start(true, 5).await;
+    let data = tempfile::tempdir().unwrap();
+    let publisher = start_publisher(&url, &data.path().join("p"), DIFFICULTY).await;
+    let cabinet = start_cabinet(&url, fast_cabinet("c1", sim.addr, data.path().join("c"))).await;
+    let rec = Recorder::start(&url, "before").await;
+    rec.wait_until("the genesis head and a cabinet status", |s| {
+        s.heads > 0 && !s.statuses.is_empty()
+    })
+    .await;
+    drop(rec);
+
+    broker.stop().await;
+    let broker = TestBroker::mosquitto_on(port).await;
+    // A newcomer after the restart still finds the head and the statuses.
+    let rec = Recorder::start(&url, "after").await;
+    let topics = wattchain::topics::Topics::default();
+    rec.wait_until("retained cabinet, agent and head after the restart", |s| {
+        s.last_status(&topics.cabinet_status("c1"))
+            .is_some_and(|v| v["state"] == "online")
+            && s.last_status(&topics.agent_status("publisher"))
+                .is_some_and(|v| v["state"] == "online")
+            && s.heads > 0
+    })
+    .await;
+    cabinet.stop().await.unwrap();
+    publisher.stop().await.unwrap();
+    broker.stop().await;
+}

@@ -426,9 +426,9 @@ impl Agent {
         self.status.missed_ticks = self.stats.missed_ticks;
         self.status.ts = now_ts();
         let topic = self.config.topics.cabinet_status(&self.config.id);
-        if let Err(e) =
-            self.status_outlet
-                .try_publish(topic, encode(&self.status), QoS::AtLeastOnce, true)
+        if let Err(e) = self
+            .status_outlet
+            .publish_retained(topic, encode(&self.status))
         {
             debug!(cause = %e, "status not published");
         }

@@ -382,7 +382,7 @@ async fn publish_head(outlet: &Outlet, topics: &Topics, block: &Block, head_only
             .publish(topics.block(), payload.clone(), QoS::AtLeastOnce, false)
             .await;
     }
-    let _ = outlet
-        .publish(topics.head(), payload, QoS::AtLeastOnce, true)
-        .await;
+    if let Err(e) = outlet.publish_retained(topics.head(), payload) {
+        warn!(cause = %e, "head not published; it is re-published after the next reconnection");
+    }
 }

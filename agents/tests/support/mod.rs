@@ -53,7 +53,11 @@ impl TestBroker {
 
     /// A real mosquitto on a free port, for broker-agnostic tests.
     pub async fn mosquitto() -> TestBroker {
-        let port = free_port();
+        TestBroker::mosquitto_on(free_port()).await
+    }
+
+    /// A real mosquitto on `port` (to restart a broker where agents expect it).
+    pub async fn mosquitto_on(port: u16) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -258,6 +262,8 @@ pub struct Seen {
     pub blocks: Vec<Block>,
     pub statuses: Vec<(String, serde_json::Value)>,
     pub deadletters: Vec<serde_json::Value>,
+    /// `ledger/head` publications received.
+    pub heads: usize,
 }
 
 /// A subscriber recording what the pipeline publishes.
@@ -363,7 +369,8 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
         Some(Route::Deadletter { .. }) => seen
             .deadletters
             .push(serde_json::from_slice(payload).unwrap()),
-        Some(Route::Head) | None => {}
+        Some(Route::Head) => seen.heads += 1,
+        None => {}
     }
 }
 
