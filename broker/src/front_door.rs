@@ -92,7 +92,7 @@ impl FrontDoor {
         let timeout = self.config.connect_timeout;
         let handshake = tokio::time::timeout(timeout, async {
             let mut stream = tls.accept(stream).await?;
-            let first = self.read_first_packet(&mut stream).await;
+            let first = read_packet(&mut stream, 0x10, self.config.max_packet_size).await;
             Ok::<_, std::io::Error>((stream, first))
         });
         let shaken = tokio::select! {
@@ -110,7 +110,7 @@ impl FrontDoor {
         let timeout = self.config.connect_timeout;
         let first = tokio::select! {
             _ = self.shutdown.cancelled() => return,
-            first = tokio::time::timeout(timeout, self.read_first_packet(&mut stream)) => first,
+            first = tokio::time::timeout(timeout, read_packet(&mut stream, 0x10, self.config.max_packet_size)) => first,
         };
         match first {
             Err(_) => info!(%peer, ?timeout, "closing connection: no CONNECT in time"),
@@ -118,46 +118,10 @@ impl FrontDoor {
         }
     }
 
-    /// Reads exactly one whole packet (plus whatever followed it in the same reads), refusing
-    /// anything that is not CONNECT or exceeds the size limit as soon as the header shows it.
-    async fn read_first_packet<S: AsyncRead + Unpin>(
-        &self,
-        stream: &mut S,
-    ) -> Result<(Vec<u8>, usize), FirstPacketError> {
-        let limit = self.config.max_packet_size;
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(&first) = buf.first() {
-                if first != 0x10 {
-                    return Err(PacketError::NotConnect(first).into());
-                }
-                if let FixedHeader::Complete {
-                    header_len,
-                    remaining,
-                } = fixed_header(&buf)?
-                {
-                    let size = header_len + remaining;
-                    if size > limit {
-                        return Err(PacketError::TooLarge { size, limit }.into());
-                    }
-                    if buf.len() >= size {
-                        return Ok((buf, size));
-                    }
-                }
-            }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(FirstPacketError::Closed);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
     /// Judges the CONNECT and either refuses it with a CONNACK or relays the client.
     async fn admit<S>(
         &self,
-        stream: S,
+        mut stream: S,
         peer: SocketAddr,
         first: Result<(Vec<u8>, usize), FirstPacketError>,
     ) where
@@ -225,14 +189,75 @@ impl FrontDoor {
             warn!(%peer, cause = %err, "refusing connection: rumqttd write failed");
             return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
         }
+        // Keep rumqttd's side open until its CONNACK is read: if its CONNACK write fails,
+        // rumqttd leaves a stale entry for this client id and panics when the id returns.
+        let timeout = self.config.connect_timeout;
+        let reply = tokio::time::timeout(
+            timeout,
+            read_packet(&mut upstream, 0x20, self.config.max_packet_size),
+        )
+        .await;
+        let reply = match reply {
+            Ok(Ok((bytes, _))) => bytes,
+            Ok(Err(err)) => {
+                warn!(%peer, cause = %err, "refusing connection: no CONNACK from rumqttd");
+                return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
+            }
+            Err(_) => {
+                warn!(%peer, ?timeout, "refusing connection: rumqttd CONNACK timed out");
+                return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
+            }
+        };
+        let mut to_client = Framer::new(usize::MAX);
+        let _ = to_client.feed(&reply);
+        if let Err(err) = stream.write_all(&reply).await {
+            return debug!(%peer, cause = %err, "client left before its CONNACK");
+        }
         debug!(%peer, client_id = %connect.client_id, ?version, "relaying to rumqttd");
         let params = RelayParams {
             peer,
             version,
             shutdown: self.shutdown.clone(),
         };
-        relay(stream, upstream, params, framer_check).await;
+        relay(stream, upstream, params, framer_check, to_client).await;
         drop(permit);
+    }
+}
+
+/// Reads exactly one whole packet whose first byte must be `kind` (plus whatever followed it
+/// in the same reads), failing as soon as the header shows the wrong type or a size over
+/// `limit`. Returns the bytes and the packet's length.
+async fn read_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    kind: u8,
+    limit: usize,
+) -> Result<(Vec<u8>, usize), FirstPacketError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(&first) = buf.first() {
+            if first != kind {
+                return Err(PacketError::NotConnect(first).into());
+            }
+            if let FixedHeader::Complete {
+                header_len,
+                remaining,
+            } = fixed_header(&buf)?
+            {
+                let size = header_len + remaining;
+                if size > limit {
+                    return Err(PacketError::TooLarge { size, limit }.into());
+                }
+                if buf.len() >= size {
+                    return Ok((buf, size));
+                }
+            }
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(FirstPacketError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -23,6 +23,12 @@ const CHUNK: usize = 64 * 1024;
 /// Longest the front door waits for rumqttd to finish a packet before it sends DISCONNECT.
 const FINISH_PACKET_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the front door keeps reading (and discarding) from a client it disconnected.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
 /// How a relayed connection ended.
 #[derive(Debug)]
 pub(crate) enum RelayEnd {
@@ -47,19 +53,19 @@ pub(crate) struct RelayParams {
 }
 
 /// Copies bytes both ways until either side closes, a guard trips or shutdown is signalled;
-/// `to_broker` frames the client's bytes and may already have seen some of them.
+/// the framers may already have seen the bytes exchanged during the handshake.
 pub(crate) async fn relay<C>(
     client: C,
     upstream: TcpStream,
     params: RelayParams,
     mut to_broker: Framer,
+    mut to_client: Framer,
 ) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut broker_rx, mut broker_tx) = upstream.into_split();
-    let mut to_client = Framer::new(usize::MAX);
     let mut client_buf = vec![0u8; CHUNK];
     let mut broker_buf = vec![0u8; CHUNK];
     let shutdown = &params.shutdown;
@@ -125,6 +131,11 @@ where
     // Closing rumqttd's side only now lets it finish the packet above.
     drop(broker_tx);
     let _ = client_tx.shutdown().await;
+    if matches!(end, RelayEnd::Violation(_)) {
+        // Closing a socket with unread input makes the kernel send RST, which can destroy the
+        // DISCONNECT before the client reads it: read what the client still sends, bounded.
+        let _ = tokio::time::timeout(LINGER, drain(&mut client_rx, &mut client_buf)).await;
+    }
     match &end {
         RelayEnd::Violation(violation) => {
             warn!(peer = %params.peer, cause = %violation, "closing connection")
@@ -170,4 +181,15 @@ where
         client_tx.write_all(&buf[..n]).await?;
     }
     Ok(())
+}
+
+/// Reads and discards until EOF, an error or [`LINGER_BYTES`].
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) {
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        match reader.read(buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
 }
