@@ -19,11 +19,9 @@ use tracing::{debug, info, warn};
 
 use crate::client_id;
 use crate::config::{BrokerConfig, User};
+use crate::framing::{fixed_header, FixedHeader, Framer};
 use crate::internal::Rumqttd;
-use crate::packet::{
-    connack_refusal, fixed_header, Connect, FixedHeader, Framer, PacketError, ProtocolVersion,
-    Refusal,
-};
+use crate::packet::{connack_refusal, Connect, PacketError, ProtocolVersion, Refusal};
 use crate::relay::{relay, RelayParams};
 
 /// Keep-alive forwarded to rumqttd for clients that ask for none (0): rumqttd refuses 0
@@ -134,83 +132,34 @@ impl FrontDoor {
             }
             Err(err) => return warn!(%peer, cause = %err, "closing connection: bad first packet"),
         };
-        let packet = &buf[..size];
-        let connect = match Connect::parse(packet) {
-            Ok(connect) => connect,
-            Err(PacketError::UnsupportedLevel(level)) => {
-                info!(%peer, level, "refusing connection: unsupported MQTT protocol level");
-                // 3.1.1's "unacceptable protocol version": what MQTT 3.1 clients understand.
-                let ack = connack_refusal(ProtocolVersion::V4, Refusal::UnsupportedProtocol);
-                return refuse(stream, &ack).await;
-            }
-            Err(err) => return warn!(%peer, cause = %err, "closing connection: bad CONNECT"),
+        let (packet, pipelined) = buf.split_at(size);
+        let (connect, encoded_id) = match self.judge(packet, peer) {
+            Ok(judged) => judged,
+            Err(Verdict::Refuse(ack)) => return refuse(stream, &ack).await,
+            Err(Verdict::Close) => return,
         };
         let version = connect.version;
-
-        if let Some(refusal) = check_credentials(&self.config.users, &connect) {
-            warn!(%peer, user = ?connect.username, ?refusal, "refusing connection: authentication");
-            return refuse(stream, &connack_refusal(version, refusal)).await;
-        }
-        let encoded_id = client_id::encode(&connect.client_id);
-        if encoded_id.len() > client_id::MAX_ENCODED_LEN {
-            warn!(%peer, len = connect.client_id.len(), "refusing connection: client id too long");
-            return refuse(stream, &connack_refusal(version, Refusal::ClientIdRejected)).await;
-        }
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             warn!(%peer, limit = self.config.max_connections, "refusing connection: connection limit reached");
             return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
         };
-
-        let internal = match version {
-            ProtocolVersion::V4 => self.rumqttd.v4,
-            ProtocolVersion::V5 => self.rumqttd.v5,
-        };
-        let mut upstream = match TcpStream::connect(internal).await {
-            Ok(upstream) => upstream,
-            Err(err) => {
-                warn!(%peer, %internal, cause = %err, "refusing connection: rumqttd unreachable");
-                return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
-            }
-        };
-        let _ = upstream.set_nodelay(true);
-        let keep_alive = match connect.keep_alive {
-            0 => KEEP_ALIVE_FOR_ZERO,
-            secs => secs,
-        };
-        let mut forward = connect.splice(packet, &encoded_id, keep_alive);
-        // Bytes the client pipelined after CONNECT (often SUBSCRIBE) belong to rumqttd too.
-        let pipelined = &buf[size..];
-        let mut framer_check = Framer::new(self.config.max_packet_size);
-        if let Err((_, violation)) = framer_check.feed(pipelined) {
+        let mut to_broker = Framer::new(self.config.max_packet_size);
+        if let Err((_, violation)) = to_broker.feed(pipelined) {
             return warn!(%peer, cause = %violation, "closing connection");
         }
+        let mut forward = connect.splice(packet, &encoded_id, keep_alive_for(connect.keep_alive));
+        // Bytes the client pipelined after CONNECT (often SUBSCRIBE) belong to rumqttd too.
         forward.extend_from_slice(pipelined);
-        if let Err(err) = upstream.write_all(&forward).await {
-            warn!(%peer, cause = %err, "refusing connection: rumqttd write failed");
-            return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
-        }
-        // Keep rumqttd's side open until its CONNACK is read: if its CONNACK write fails,
-        // rumqttd leaves a stale entry for this client id and panics when the id returns.
-        let timeout = self.config.connect_timeout;
-        let reply = tokio::time::timeout(
-            timeout,
-            read_packet(&mut upstream, 0x20, self.config.max_packet_size),
-        )
-        .await;
-        let reply = match reply {
-            Ok(Ok((bytes, _))) => bytes,
-            Ok(Err(err)) => {
-                warn!(%peer, cause = %err, "refusing connection: no CONNACK from rumqttd");
-                return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
-            }
-            Err(_) => {
-                warn!(%peer, ?timeout, "refusing connection: rumqttd CONNACK timed out");
+        let (upstream, connack) = match self.open_upstream(version, &forward).await {
+            Ok(opened) => opened,
+            Err(cause) => {
+                warn!(%peer, %cause, "refusing connection: rumqttd did not accept it");
                 return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
             }
         };
         let mut to_client = Framer::new(usize::MAX);
-        let _ = to_client.feed(&reply);
-        if let Err(err) = stream.write_all(&reply).await {
+        let _ = to_client.feed(&connack);
+        if let Err(err) = stream.write_all(&connack).await {
             return debug!(%peer, cause = %err, "client left before its CONNACK");
         }
         debug!(%peer, client_id = %connect.client_id, ?version, "relaying to rumqttd");
@@ -219,8 +168,86 @@ impl FrontDoor {
             version,
             shutdown: self.shutdown.clone(),
         };
-        relay(stream, upstream, params, framer_check, to_client).await;
+        relay(stream, upstream, params, to_broker, to_client).await;
         drop(permit);
+    }
+
+    /// Parses CONNECT and applies the guards that need no resources: protocol level,
+    /// credentials, client-id length. Returns the CONNECT and the client id rumqttd will see.
+    fn judge(&self, packet: &[u8], peer: SocketAddr) -> Result<(Connect, String), Verdict> {
+        let connect = match Connect::parse(packet) {
+            Ok(connect) => connect,
+            Err(PacketError::UnsupportedLevel(level)) => {
+                info!(%peer, level, "refusing connection: unsupported MQTT protocol level");
+                // 3.1.1's "unacceptable protocol version": what MQTT 3.1 clients understand.
+                let ack = connack_refusal(ProtocolVersion::V4, Refusal::UnsupportedProtocol);
+                return Err(Verdict::Refuse(ack));
+            }
+            Err(err) => {
+                warn!(%peer, cause = %err, "closing connection: bad CONNECT");
+                return Err(Verdict::Close);
+            }
+        };
+        let version = connect.version;
+        if let Some(refusal) = check_credentials(&self.config.users, &connect) {
+            warn!(%peer, user = ?connect.username, ?refusal, "refusing connection: authentication");
+            return Err(Verdict::Refuse(connack_refusal(version, refusal)));
+        }
+        let encoded_id = client_id::encode(&connect.client_id);
+        if encoded_id.len() > client_id::MAX_ENCODED_LEN {
+            warn!(%peer, len = connect.client_id.len(), "refusing connection: client id too long");
+            return Err(Verdict::Refuse(connack_refusal(
+                version,
+                Refusal::ClientIdRejected,
+            )));
+        }
+        Ok((connect, encoded_id))
+    }
+
+    /// Connects to rumqttd's listener for `version`, sends `forward` (the rewritten CONNECT
+    /// and pipelined bytes) and returns the connection with rumqttd's CONNACK bytes.
+    async fn open_upstream(
+        &self,
+        version: ProtocolVersion,
+        forward: &[u8],
+    ) -> Result<(TcpStream, Vec<u8>), String> {
+        let internal = match version {
+            ProtocolVersion::V4 => self.rumqttd.v4,
+            ProtocolVersion::V5 => self.rumqttd.v5,
+        };
+        let mut upstream = TcpStream::connect(internal)
+            .await
+            .map_err(|err| format!("connect to {internal}: {err}"))?;
+        let _ = upstream.set_nodelay(true);
+        upstream
+            .write_all(forward)
+            .await
+            .map_err(|err| format!("write to {internal}: {err}"))?;
+        // Keep rumqttd's side open until its CONNACK is read: if its CONNACK write fails,
+        // rumqttd leaves a stale entry for this client id and panics when the id returns.
+        let timeout = self.config.connect_timeout;
+        let limit = self.config.max_packet_size;
+        match tokio::time::timeout(timeout, read_packet(&mut upstream, 0x20, limit)).await {
+            Ok(Ok((connack, _))) => Ok((upstream, connack)),
+            Ok(Err(err)) => Err(format!("no CONNACK from {internal}: {err}")),
+            Err(_) => Err(format!("no CONNACK from {internal} within {timeout:?}")),
+        }
+    }
+}
+
+/// The outcome of a CONNECT that is not admitted.
+enum Verdict {
+    /// Answer with this CONNACK, then close.
+    Refuse(Vec<u8>),
+    /// Close without answering (the bytes were not MQTT enough to answer).
+    Close,
+}
+
+/// The keep-alive forwarded to rumqttd for a client's requested one.
+fn keep_alive_for(requested: u16) -> u16 {
+    match requested {
+        0 => KEEP_ALIVE_FOR_ZERO,
+        secs => secs,
     }
 }
 

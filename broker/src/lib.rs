@@ -15,7 +15,8 @@
 //! - `internal`: rumqttd on two loopback ports, with a readiness probe.
 //! - `front_door`: the public accept loops and the CONNECT guards.
 //! - `relay`: byte relaying with the packet-size limit.
-//! - `packet`: the few MQTT wire formats the front door reads and writes.
+//! - `framing`: packet boundaries from fixed headers, for the size limit.
+//! - `packet`: CONNECT parsing and splicing, and the packets the front door sends itself.
 //! - [`client_id`]: the reversible client-id rewriting.
 //! - `tls`: TLS termination for the optional TLS listener.
 //! - [`bench`]: front door versus direct-to-rumqttd throughput.
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod client_id;
 pub mod config;
 mod error;
+mod framing;
 mod front_door;
 mod internal;
 mod packet;

@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::framing::Framer;
 use crate::packet::{
-    Framer, PacketError, ProtocolVersion, DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SHUTTING_DOWN,
+    PacketError, ProtocolVersion, DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SHUTTING_DOWN,
 };
 
 /// Bytes read per system call in each direction.

@@ -37,7 +37,7 @@ async fn mosquitto_clients_of_both_versions_exchange_messages_on_one_port() {
         let mut sub =
             MosquittoSub::start(addr, sub_version, &format!("sub-{sub_version}"), &topic).await;
         let message = format!("hello from {pub_version}");
-        mosquitto_pub(addr, pub_version, &topic, &[message.clone()]).await;
+        mosquitto_pub(addr, pub_version, &topic, std::slice::from_ref(&message)).await;
         assert_eq!(sub.next_payload().await, message);
         sub.stop().await;
     }
