@@ -21,6 +21,8 @@
 //! - `tls`: TLS termination for the optional TLS listener.
 //! - [`bench`]: front door versus direct-to-rumqttd throughput.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod client_id;
 pub mod config;
