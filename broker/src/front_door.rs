@@ -22,7 +22,7 @@ use crate::config::{BrokerConfig, User};
 use crate::framing::{fixed_header, FixedHeader, Framer};
 use crate::internal::Rumqttd;
 use crate::packet::{connack_refusal, Connect, PacketError, ProtocolVersion, Refusal};
-use crate::relay::{relay, RelayParams};
+use crate::relay::{relay, RelayParams, SplitStream};
 
 /// Keep-alive forwarded to rumqttd for clients that ask for none (0): rumqttd refuses 0
 /// without a CONNACK, so such clients get the longest interval MQTT can express (~18 h).
@@ -123,7 +123,7 @@ impl FrontDoor {
         peer: SocketAddr,
         first: Result<(Vec<u8>, usize), FirstPacketError>,
     ) where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + SplitStream,
     {
         let (buf, size) = match first {
             Ok(read) => read,

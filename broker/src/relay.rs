@@ -30,6 +30,36 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Most bytes discarded while lingering.
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
+/// A client stream that can be split into independently usable read and write halves.
+pub(crate) trait SplitStream {
+    /// The reading half.
+    type Reader: AsyncRead + Unpin;
+    /// The writing half.
+    type Writer: AsyncWrite + Unpin;
+    /// Splits the stream.
+    fn split_halves(self) -> (Self::Reader, Self::Writer);
+}
+
+impl SplitStream for TcpStream {
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+    // Plain TCP halves need no lock between them, unlike `tokio::io::split`.
+    fn split_halves(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+}
+
+impl SplitStream for tokio_rustls::server::TlsStream<TcpStream> {
+    type Reader = tokio::io::ReadHalf<Self>;
+    type Writer = tokio::io::WriteHalf<Self>;
+
+    // TLS state is shared by both directions, so the halves share a lock.
+    fn split_halves(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+}
+
 /// How a relayed connection ended.
 #[derive(Debug)]
 pub(crate) enum RelayEnd {
@@ -63,9 +93,9 @@ pub(crate) async fn relay<C>(
     mut to_client: Framer,
 ) -> RelayEnd
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: SplitStream,
 {
-    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut client_rx, mut client_tx) = client.split_halves();
     let (mut broker_rx, mut broker_tx) = upstream.into_split();
     let mut client_buf = vec![0u8; CHUNK];
     let mut broker_buf = vec![0u8; CHUNK];
