@@ -29,6 +29,18 @@ async fn v311_and_v5_rumqttc_clients_exchange_messages_on_one_port() {
 }
 
 #[tokio::test]
+async fn url_names_the_front_door_address() {
+    let broker = start(test_config()).await;
+    assert_eq!(broker.url(), format!("mqtt://{}", broker.local_addr()));
+    assert_ne!(
+        broker.local_addr().port(),
+        0,
+        "port 0 resolved to the bound port"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn mosquitto_clients_of_both_versions_exchange_messages_on_one_port() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
