@@ -23,6 +23,7 @@ use crate::framing::{fixed_header, FixedHeader, Framer};
 use crate::internal::Rumqttd;
 use crate::packet::{connack_refusal, Connect, PacketError, ProtocolVersion, Refusal};
 use crate::relay::{relay, RelayParams, SplitStream};
+use crate::sessions::Sessions;
 
 /// Keep-alive forwarded to rumqttd for clients that ask for none (0): rumqttd refuses 0
 /// without a CONNACK, so such clients get the longest interval MQTT can express (~18 h).
@@ -36,6 +37,8 @@ pub(crate) struct FrontDoor {
     pub rumqttd: Rumqttd,
     /// One permit per allowed client connection.
     pub permits: Arc<Semaphore>,
+    /// One relayed connection per client id.
+    pub sessions: Arc<Sessions>,
     /// Broker-wide stop signal.
     pub shutdown: CancellationToken,
     /// Tracks every task so shutdown can wait for them.
@@ -147,6 +150,26 @@ impl FrontDoor {
         if let Err((_, violation)) = to_broker.feed(pipelined) {
             return warn!(%peer, cause = %violation, "closing connection");
         }
+        // rumqttd gives every empty id a fresh random one, so those never collide.
+        let claim = if encoded_id.is_empty() {
+            None
+        } else {
+            let timeout = self.config.connect_timeout;
+            match tokio::time::timeout(timeout, self.sessions.claim(&encoded_id)).await {
+                Ok(claim) => Some(claim),
+                Err(_) => {
+                    warn!(%peer, client_id = %connect.client_id, "refusing connection: previous session with this id did not close in time");
+                    return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
+                }
+            }
+        };
+        let evicted = claim
+            .as_ref()
+            .map_or_else(CancellationToken::new, |claim| claim.evicted.clone());
+        if evicted.is_cancelled() {
+            // An even newer connection with this id arrived while this one waited.
+            return info!(%peer, client_id = %connect.client_id, "closing connection: taken over before it started");
+        }
         let mut forward = connect.splice(packet, &encoded_id, keep_alive_for(connect.keep_alive));
         // Bytes the client pipelined after CONNECT (often SUBSCRIBE) belong to rumqttd too.
         forward.extend_from_slice(pipelined);
@@ -167,8 +190,11 @@ impl FrontDoor {
             peer,
             version,
             shutdown: self.shutdown.clone(),
+            evicted,
         };
         relay(stream, upstream, params, to_broker, to_client).await;
+        // Released only now: the relay has seen rumqttd close this connection.
+        drop(claim);
         drop(permit);
     }
 

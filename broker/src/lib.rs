@@ -15,6 +15,7 @@
 //! - `internal`: rumqttd on two loopback ports, with a readiness probe.
 //! - `front_door`: the public accept loops and the CONNECT guards.
 //! - `relay`: byte relaying with the packet-size limit.
+//! - `sessions`: one relayed connection per client id (takeover by the front door).
 //! - `framing`: packet boundaries from fixed headers, for the size limit.
 //! - `packet`: CONNECT parsing and splicing, and the packets the front door sends itself.
 //! - [`client_id`]: the reversible client-id rewriting.
@@ -32,6 +33,7 @@ mod front_door;
 mod internal;
 mod packet;
 mod relay;
+mod sessions;
 mod tls;
 
 use std::net::SocketAddr;
@@ -98,6 +100,7 @@ pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
     let tracker = TaskTracker::new();
     let door = Arc::new(FrontDoor {
         permits: Arc::new(Semaphore::new(config.max_connections)),
+        sessions: Arc::default(),
         config,
         rumqttd,
         shutdown: shutdown.clone(),

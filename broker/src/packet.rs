@@ -261,6 +261,9 @@ pub fn connack_refusal(version: ProtocolVersion, refusal: Refusal) -> Vec<u8> {
 /// MQTT 5 DISCONNECT with reason 0x95 "packet too large".
 pub const DISCONNECT_PACKET_TOO_LARGE: [u8; 4] = [0xe0, 0x02, 0x95, 0x00];
 
+/// MQTT 5 DISCONNECT with reason 0x8E "session taken over".
+pub const DISCONNECT_SESSION_TAKEN_OVER: [u8; 4] = [0xe0, 0x02, 0x8e, 0x00];
+
 /// MQTT 5 DISCONNECT with reason 0x8B "server shutting down".
 pub const DISCONNECT_SHUTTING_DOWN: [u8; 4] = [0xe0, 0x02, 0x8b, 0x00];
 

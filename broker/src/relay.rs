@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 
 use crate::framing::Framer;
 use crate::packet::{
-    PacketError, ProtocolVersion, DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SHUTTING_DOWN,
+    PacketError, ProtocolVersion, DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SESSION_TAKEN_OVER,
+    DISCONNECT_SHUTTING_DOWN,
 };
 
 /// Bytes read per system call in each direction.
@@ -71,6 +72,8 @@ pub(crate) enum RelayEnd {
     Violation(PacketError),
     /// The broker is shutting down.
     Shutdown,
+    /// A newer connection with the same client id took over.
+    TakenOver,
 }
 
 /// Per-connection facts the relay needs.
@@ -81,6 +84,8 @@ pub(crate) struct RelayParams {
     pub version: ProtocolVersion,
     /// Broker-wide stop signal.
     pub shutdown: CancellationToken,
+    /// Cancelled when a newer connection claims this client id.
+    pub evicted: CancellationToken,
 }
 
 /// Copies bytes both ways until either side closes, a guard trips or shutdown is signalled;
@@ -104,6 +109,7 @@ where
     let end = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break RelayEnd::Shutdown,
+            _ = params.evicted.cancelled() => break RelayEnd::TakenOver,
             read = client_rx.read(&mut client_buf) => {
                 let n = match read {
                     Ok(0) | Err(_) => break RelayEnd::ClientClosed,
@@ -142,6 +148,7 @@ where
             Some(&DISCONNECT_PACKET_TOO_LARGE)
         }
         (RelayEnd::Shutdown, ProtocolVersion::V5) => Some(&DISCONNECT_SHUTTING_DOWN),
+        (RelayEnd::TakenOver, ProtocolVersion::V5) => Some(&DISCONNECT_SESSION_TAKEN_OVER),
         _ => None,
     };
     if let Some(goodbye) = goodbye {
@@ -159,8 +166,15 @@ where
             let _ = client_tx.write_all(goodbye).await;
         }
     }
-    // Closing rumqttd's side only now lets it finish the packet above.
+    // Closing rumqttd's side only now lets it finish the packet above. Then wait for rumqttd
+    // to close too: by then it has queued this connection's disconnect in its router, so a
+    // reconnect with the same id (see `sessions`) cannot be hit by it.
     drop(broker_tx);
+    let _ = tokio::time::timeout(
+        FINISH_PACKET_TIMEOUT,
+        drain(&mut broker_rx, &mut broker_buf),
+    )
+    .await;
     let _ = client_tx.shutdown().await;
     if matches!(end, RelayEnd::Violation(_)) {
         // Closing a socket with unread input makes the kernel send RST, which can destroy the

@@ -224,3 +224,43 @@ async fn several_brokers_run_in_one_process() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+#[tokio::test]
+async fn clients_vanishing_right_after_connect_do_not_poison_their_id() {
+    // Unguarded, rumqttd keeps a stale entry when its CONNACK write fails and panics (poisoning
+    // the listener) when the id connects again; the front door holds rumqttd's side open until
+    // the CONNACK is read.
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    for _ in 0..20 {
+        drop(raw_send(addr, &connect_packet(4, "flaky", None)).await);
+        drop(raw_send(addr, &connect_packet(5, "flaky", None)).await);
+    }
+    let (code, mut stream) = raw_connack(addr, &connect_packet(4, "flaky", None)).await;
+    assert_eq!(code, 0);
+    raw_round_trip_v4(&mut stream, "flaky/echo").await;
+    let (v5_code, _) = raw_connack(addr, &connect_packet(5, "flaky", None)).await;
+    assert_eq!(v5_code, 0);
+    assert_broker_serves(addr, "after-flaky").await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_id_takes_over_and_the_first_is_told() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    let (code, mut first) = raw_connack(addr, &connect_packet(5, "twin", None)).await;
+    assert_eq!(code, 0);
+
+    let (code, mut second) = raw_connack(addr, &connect_packet(4, "twin", None)).await;
+
+    assert_eq!(code, 0);
+    let tail = read_to_close(&mut first).await;
+    assert_eq!(
+        tail,
+        [0xe0, 0x02, 0x8e, 0x00],
+        "DISCONNECT 'session taken over'"
+    );
+    raw_round_trip_v4(&mut second, "twin/echo").await;
+    broker.shutdown().await;
+}
