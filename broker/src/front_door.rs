@@ -2,8 +2,9 @@
 //! clients to rumqttd's v4 or v5 loopback listener.
 //!
 //! Every guard here exists because rumqttd 0.20 misbehaves without it (see design.md):
-//! handshake timeout, protocol routing, client-id rewriting, connection limit and
-//! authentication before rumqttd sees anything; the packet-size limit in [`crate::relay`].
+//! handshake timeout, protocol routing, client-id rewriting, connection limit,
+//! authentication and one-connection-per-id (`sessions`) before rumqttd sees anything; the
+//! packet-size limit in [`crate::relay`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;

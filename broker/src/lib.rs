@@ -4,9 +4,18 @@
 //! client's CONNECT, refuses what would hurt rumqttd 0.20 with a proper CONNACK, and relays the
 //! rest to rumqttd's v4 or v5 listener on loopback.
 //!
+//! Guards, each with an integration test in `broker/tests/guards.rs`: handshake timeout (plain
+//! and TLS), MQTT 3.1 refused with a CONNACK, client ids with `/ + # $` rewritten reversibly
+//! ([`client_id`]), over-long ids refused, keep-alive 0 replaced, connection limit and
+//! credentials checked with proper CONNACK codes, one connection per client id at a time
+//! (takeover done by the front door), and the packet-size limit on everything clients send.
+//!
 //! Shared subscriptions (`$share/group/filter`) work for both protocol versions, but rumqttd
 //! keys a group by its name alone: use each group name for exactly one filter, or messages are
 //! lost.
+//!
+//! rumqttd has no shutdown API: after [`Broker::shutdown`] its threads live on, listening on
+//! loopback only, until the process exits.
 //!
 //! # Layout
 //!
@@ -20,7 +29,7 @@
 //! - `packet`: CONNECT parsing and splicing, and the packets the front door sends itself.
 //! - [`client_id`]: the reversible client-id rewriting.
 //! - `tls`: TLS termination for the optional TLS listener.
-//! - [`bench`]: front door versus direct-to-rumqttd throughput.
+//! - [`mod@bench`]: front door versus direct-to-rumqttd throughput.
 
 #![warn(missing_docs)]
 
