@@ -2,8 +2,9 @@
 //! clients to rumqttd's v4 or v5 loopback listener.
 //!
 //! Every guard here exists because rumqttd 0.20 misbehaves without it (see design.md):
-//! handshake timeout, protocol routing, client-id rewriting, connection limit and
-//! authentication before rumqttd sees anything; the packet-size limit in [`crate::relay`].
+//! handshake timeout, protocol routing, client-id rewriting, connection limit,
+//! authentication and one-connection-per-id (`sessions`) before rumqttd sees anything; the
+//! packet-size limit in [`crate::relay`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +20,11 @@ use tracing::{debug, info, warn};
 
 use crate::client_id;
 use crate::config::{BrokerConfig, User};
+use crate::framing::{fixed_header, FixedHeader, Framer};
 use crate::internal::Rumqttd;
-use crate::packet::{
-    connack_refusal, fixed_header, Connect, FixedHeader, Framer, PacketError, ProtocolVersion,
-    Refusal,
-};
-use crate::relay::{relay, RelayParams};
+use crate::packet::{connack_refusal, Connect, PacketError, ProtocolVersion, Refusal};
+use crate::relay::{relay, RelayParams, SplitStream};
+use crate::sessions::Sessions;
 
 /// Keep-alive forwarded to rumqttd for clients that ask for none (0): rumqttd refuses 0
 /// without a CONNACK, so such clients get the longest interval MQTT can express (~18 h).
@@ -38,6 +38,8 @@ pub(crate) struct FrontDoor {
     pub rumqttd: Rumqttd,
     /// One permit per allowed client connection.
     pub permits: Arc<Semaphore>,
+    /// One relayed connection per client id.
+    pub sessions: Arc<Sessions>,
     /// Broker-wide stop signal.
     pub shutdown: CancellationToken,
     /// Tracks every task so shutdown can wait for them.
@@ -92,7 +94,7 @@ impl FrontDoor {
         let timeout = self.config.connect_timeout;
         let handshake = tokio::time::timeout(timeout, async {
             let mut stream = tls.accept(stream).await?;
-            let first = self.read_first_packet(&mut stream).await;
+            let first = read_packet(&mut stream, 0x10, self.config.max_packet_size).await;
             Ok::<_, std::io::Error>((stream, first))
         });
         let shaken = tokio::select! {
@@ -110,7 +112,7 @@ impl FrontDoor {
         let timeout = self.config.connect_timeout;
         let first = tokio::select! {
             _ = self.shutdown.cancelled() => return,
-            first = tokio::time::timeout(timeout, self.read_first_packet(&mut stream)) => first,
+            first = tokio::time::timeout(timeout, read_packet(&mut stream, 0x10, self.config.max_packet_size)) => first,
         };
         match first {
             Err(_) => info!(%peer, ?timeout, "closing connection: no CONNECT in time"),
@@ -118,50 +120,14 @@ impl FrontDoor {
         }
     }
 
-    /// Reads exactly one whole packet (plus whatever followed it in the same reads), refusing
-    /// anything that is not CONNECT or exceeds the size limit as soon as the header shows it.
-    async fn read_first_packet<S: AsyncRead + Unpin>(
-        &self,
-        stream: &mut S,
-    ) -> Result<(Vec<u8>, usize), FirstPacketError> {
-        let limit = self.config.max_packet_size;
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(&first) = buf.first() {
-                if first != 0x10 {
-                    return Err(PacketError::NotConnect(first).into());
-                }
-                if let FixedHeader::Complete {
-                    header_len,
-                    remaining,
-                } = fixed_header(&buf)?
-                {
-                    let size = header_len + remaining;
-                    if size > limit {
-                        return Err(PacketError::TooLarge { size, limit }.into());
-                    }
-                    if buf.len() >= size {
-                        return Ok((buf, size));
-                    }
-                }
-            }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(FirstPacketError::Closed);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
     /// Judges the CONNECT and either refuses it with a CONNACK or relays the client.
     async fn admit<S>(
         &self,
-        stream: S,
+        mut stream: S,
         peer: SocketAddr,
         first: Result<(Vec<u8>, usize), FirstPacketError>,
     ) where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + SplitStream,
     {
         let (buf, size) = match first {
             Ok(read) => read,
@@ -170,69 +136,182 @@ impl FrontDoor {
             }
             Err(err) => return warn!(%peer, cause = %err, "closing connection: bad first packet"),
         };
-        let packet = &buf[..size];
-        let connect = match Connect::parse(packet) {
-            Ok(connect) => connect,
-            Err(PacketError::UnsupportedLevel(level)) => {
-                info!(%peer, level, "refusing connection: unsupported MQTT protocol level");
-                // 3.1.1's "unacceptable protocol version": what MQTT 3.1 clients understand.
-                let ack = connack_refusal(ProtocolVersion::V4, Refusal::UnsupportedProtocol);
-                return refuse(stream, &ack).await;
-            }
-            Err(err) => return warn!(%peer, cause = %err, "closing connection: bad CONNECT"),
+        let (packet, pipelined) = buf.split_at(size);
+        let (connect, encoded_id) = match self.judge(packet, peer) {
+            Ok(judged) => judged,
+            Err(Verdict::Refuse(ack)) => return refuse(stream, &ack).await,
+            Err(Verdict::Close) => return,
         };
         let version = connect.version;
-
-        if let Some(refusal) = check_credentials(&self.config.users, &connect) {
-            warn!(%peer, user = ?connect.username, ?refusal, "refusing connection: authentication");
-            return refuse(stream, &connack_refusal(version, refusal)).await;
-        }
-        let encoded_id = client_id::encode(&connect.client_id);
-        if encoded_id.len() > client_id::MAX_ENCODED_LEN {
-            warn!(%peer, len = connect.client_id.len(), "refusing connection: client id too long");
-            return refuse(stream, &connack_refusal(version, Refusal::ClientIdRejected)).await;
-        }
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             warn!(%peer, limit = self.config.max_connections, "refusing connection: connection limit reached");
             return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
         };
-
-        let internal = match version {
-            ProtocolVersion::V4 => self.rumqttd.v4,
-            ProtocolVersion::V5 => self.rumqttd.v5,
+        let mut to_broker = Framer::new(self.config.max_packet_size);
+        if let Err((_, violation)) = to_broker.feed(pipelined) {
+            return warn!(%peer, cause = %violation, "closing connection");
+        }
+        // rumqttd gives every empty id a fresh random one, so those never collide.
+        let claim = if encoded_id.is_empty() {
+            None
+        } else {
+            let timeout = self.config.connect_timeout;
+            match tokio::time::timeout(timeout, self.sessions.claim(&encoded_id)).await {
+                Ok(claim) => Some(claim),
+                Err(_) => {
+                    warn!(%peer, client_id = %connect.client_id, "refusing connection: previous session with this id did not close in time");
+                    return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
+                }
+            }
         };
-        let mut upstream = match TcpStream::connect(internal).await {
-            Ok(upstream) => upstream,
-            Err(err) => {
-                warn!(%peer, %internal, cause = %err, "refusing connection: rumqttd unreachable");
+        let evicted = claim
+            .as_ref()
+            .map_or_else(CancellationToken::new, |claim| claim.evicted.clone());
+        if evicted.is_cancelled() {
+            // An even newer connection with this id arrived while this one waited.
+            return info!(%peer, client_id = %connect.client_id, "closing connection: taken over before it started");
+        }
+        let mut forward = connect.splice(packet, &encoded_id, keep_alive_for(connect.keep_alive));
+        // Bytes the client pipelined after CONNECT (often SUBSCRIBE) belong to rumqttd too.
+        forward.extend_from_slice(pipelined);
+        let (upstream, connack) = match self.open_upstream(version, &forward).await {
+            Ok(opened) => opened,
+            Err(cause) => {
+                warn!(%peer, %cause, "refusing connection: rumqttd did not accept it");
                 return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
             }
         };
-        let _ = upstream.set_nodelay(true);
-        let keep_alive = match connect.keep_alive {
-            0 => KEEP_ALIVE_FOR_ZERO,
-            secs => secs,
-        };
-        let mut forward = connect.splice(packet, &encoded_id, keep_alive);
-        // Bytes the client pipelined after CONNECT (often SUBSCRIBE) belong to rumqttd too.
-        let pipelined = &buf[size..];
-        let mut framer_check = Framer::new(self.config.max_packet_size);
-        if let Err((_, violation)) = framer_check.feed(pipelined) {
-            return warn!(%peer, cause = %violation, "closing connection");
-        }
-        forward.extend_from_slice(pipelined);
-        if let Err(err) = upstream.write_all(&forward).await {
-            warn!(%peer, cause = %err, "refusing connection: rumqttd write failed");
-            return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
+        let mut to_client = Framer::new(usize::MAX);
+        let _ = to_client.feed(&connack);
+        if let Err(err) = stream.write_all(&connack).await {
+            return debug!(%peer, cause = %err, "client left before its CONNACK");
         }
         debug!(%peer, client_id = %connect.client_id, ?version, "relaying to rumqttd");
         let params = RelayParams {
             peer,
             version,
             shutdown: self.shutdown.clone(),
+            evicted,
         };
-        relay(stream, upstream, params, framer_check).await;
+        relay(stream, upstream, params, to_broker, to_client).await;
+        // Released only now: the relay has seen rumqttd close this connection.
+        drop(claim);
         drop(permit);
+    }
+
+    /// Parses CONNECT and applies the guards that need no resources: protocol level,
+    /// credentials, client-id length. Returns the CONNECT and the client id rumqttd will see.
+    fn judge(&self, packet: &[u8], peer: SocketAddr) -> Result<(Connect, String), Verdict> {
+        let connect = match Connect::parse(packet) {
+            Ok(connect) => connect,
+            Err(PacketError::UnsupportedLevel(level)) => {
+                info!(%peer, level, "refusing connection: unsupported MQTT protocol level");
+                // 3.1.1's "unacceptable protocol version": what MQTT 3.1 clients understand.
+                let ack = connack_refusal(ProtocolVersion::V4, Refusal::UnsupportedProtocol);
+                return Err(Verdict::Refuse(ack));
+            }
+            Err(err) => {
+                warn!(%peer, cause = %err, "closing connection: bad CONNECT");
+                return Err(Verdict::Close);
+            }
+        };
+        let version = connect.version;
+        if let Some(refusal) = check_credentials(&self.config.users, &connect) {
+            warn!(%peer, user = ?connect.username, ?refusal, "refusing connection: authentication");
+            return Err(Verdict::Refuse(connack_refusal(version, refusal)));
+        }
+        let encoded_id = client_id::encode(&connect.client_id);
+        if encoded_id.len() > client_id::MAX_ENCODED_LEN {
+            warn!(%peer, len = connect.client_id.len(), "refusing connection: client id too long");
+            return Err(Verdict::Refuse(connack_refusal(
+                version,
+                Refusal::ClientIdRejected,
+            )));
+        }
+        Ok((connect, encoded_id))
+    }
+
+    /// Connects to rumqttd's listener for `version`, sends `forward` (the rewritten CONNECT
+    /// and pipelined bytes) and returns the connection with rumqttd's CONNACK bytes.
+    async fn open_upstream(
+        &self,
+        version: ProtocolVersion,
+        forward: &[u8],
+    ) -> Result<(TcpStream, Vec<u8>), String> {
+        let internal = match version {
+            ProtocolVersion::V4 => self.rumqttd.v4,
+            ProtocolVersion::V5 => self.rumqttd.v5,
+        };
+        let mut upstream = TcpStream::connect(internal)
+            .await
+            .map_err(|err| format!("connect to {internal}: {err}"))?;
+        let _ = upstream.set_nodelay(true);
+        upstream
+            .write_all(forward)
+            .await
+            .map_err(|err| format!("write to {internal}: {err}"))?;
+        // Keep rumqttd's side open until its CONNACK is read: if its CONNACK write fails,
+        // rumqttd leaves a stale entry for this client id and panics when the id returns.
+        let timeout = self.config.connect_timeout;
+        let limit = self.config.max_packet_size;
+        match tokio::time::timeout(timeout, read_packet(&mut upstream, 0x20, limit)).await {
+            Ok(Ok((connack, _))) => Ok((upstream, connack)),
+            Ok(Err(err)) => Err(format!("no CONNACK from {internal}: {err}")),
+            Err(_) => Err(format!("no CONNACK from {internal} within {timeout:?}")),
+        }
+    }
+}
+
+/// The outcome of a CONNECT that is not admitted.
+enum Verdict {
+    /// Answer with this CONNACK, then close.
+    Refuse(Vec<u8>),
+    /// Close without answering (the bytes were not MQTT enough to answer).
+    Close,
+}
+
+/// The keep-alive forwarded to rumqttd for a client's requested one.
+fn keep_alive_for(requested: u16) -> u16 {
+    match requested {
+        0 => KEEP_ALIVE_FOR_ZERO,
+        secs => secs,
+    }
+}
+
+/// Reads exactly one whole packet whose first byte must be `kind` (plus whatever followed it
+/// in the same reads), failing as soon as the header shows the wrong type or a size over
+/// `limit`. Returns the bytes and the packet's length.
+async fn read_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    kind: u8,
+    limit: usize,
+) -> Result<(Vec<u8>, usize), FirstPacketError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(&first) = buf.first() {
+            if first != kind {
+                return Err(PacketError::NotConnect(first).into());
+            }
+            if let FixedHeader::Complete {
+                header_len,
+                remaining,
+            } = fixed_header(&buf)?
+            {
+                let size = header_len + remaining;
+                if size > limit {
+                    return Err(PacketError::TooLarge { size, limit }.into());
+                }
+                if buf.len() >= size {
+                    return Ok((buf, size));
+                }
+            }
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(FirstPacketError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -1,6 +1,11 @@
 //! The embedded rumqttd: two loopback listeners (v4 and v5) on free ports, proven ready by a
 //! real MQTT handshake because rumqttd only logs bind failures.
 //!
+//! A free port picked here can be taken by someone else before rumqttd binds it (another
+//! broker in the same test process, say), and that someone may speak MQTT too. So the probe
+//! also publishes to a unique topic that a local link into *this* rumqttd's router watches:
+//! only our own rumqttd can deliver it.
+//!
 //! rumqttd 0.20 has no shutdown API: its router and listener threads live until the process
 //! exits. They listen on loopback only, so a stopped [`crate::Broker`] leaves nothing reachable
 //! from outside. rumqttd has no process-wide state in the configuration used here (no
@@ -8,9 +13,11 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::local::LinkRx;
+use rumqttd::{ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, error, warn};
@@ -31,6 +38,12 @@ const CONNECTION_HEADROOM: usize = 16;
 /// here can be taken by another process before rumqttd binds it).
 const LAUNCH_ATTEMPTS: usize = 3;
 
+/// Longest wait for the witness link to see a probe's publish once the handshake succeeded.
+const WITNESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Distinguishes the probes of brokers started in one process.
+static PROBE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
 /// The internal loopback addresses of a running rumqttd.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rumqttd {
@@ -45,8 +58,19 @@ pub(crate) async fn launch(config: &BrokerConfig) -> Result<Rumqttd, BrokerError
     let mut attempt = 1;
     loop {
         let ports = free_loopback_ports()?;
-        spawn(config, ports)?;
-        match probe_both(ports, config.rumqttd.readiness_timeout).await {
+        let nonce = format!(
+            "{}-{}",
+            std::process::id(),
+            PROBE_SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let topic = format!("wattchain-readiness/{nonce}");
+        let mut witness = spawn(config, ports, &topic)?;
+        let within = config.rumqttd.readiness_timeout;
+        let mut outcome = probe(ports.v4, ProtocolVersion::V4, within, &topic, &mut witness).await;
+        if outcome.is_ok() {
+            outcome = probe(ports.v5, ProtocolVersion::V5, within, &topic, &mut witness).await;
+        }
+        match outcome {
             Ok(()) => return Ok(ports),
             Err(err) if attempt < LAUNCH_ATTEMPTS => {
                 warn!(attempt, cause = %err, "rumqttd not ready, retrying on other ports");
@@ -72,8 +96,9 @@ fn free_loopback_ports() -> Result<Rumqttd, BrokerError> {
     })
 }
 
-/// Builds rumqttd's config from ours and starts it on its own thread.
-fn spawn(config: &BrokerConfig, ports: Rumqttd) -> Result<(), BrokerError> {
+/// Builds rumqttd's config from ours, starts it on its own thread, and returns a local link
+/// subscribed to `topic/#` that witnesses the readiness probes.
+fn spawn(config: &BrokerConfig, ports: Rumqttd, topic: &str) -> Result<LinkRx, BrokerError> {
     let tuning = &config.rumqttd;
     let connections = ConnectionSettings {
         connection_timeout_ms: 5_000,
@@ -103,37 +128,44 @@ fn spawn(config: &BrokerConfig, ports: Rumqttd) -> Result<(), BrokerError> {
         v5: Some(HashMap::from([("v5".to_owned(), server("v5", ports.v5))])),
         ..rumqttd::Config::default()
     };
+    let not_ready = |cause: String| BrokerError::Readiness {
+        addr: ports.v4,
+        cause,
+    };
+    let mut broker = rumqttd::Broker::new(rumqttd_config);
+    let (mut witness_tx, witness_rx) = broker
+        .link("wattchain-readiness-witness")
+        .map_err(|err| not_ready(format!("cannot link to rumqttd's router: {err}")))?;
+    witness_tx
+        .subscribe(format!("{topic}/#"))
+        .map_err(|err| not_ready(format!("cannot subscribe the readiness witness: {err}")))?;
     std::thread::Builder::new()
         .name(format!("rumqttd-{}", ports.v4.port()))
         .spawn(move || {
-            let mut broker = rumqttd::Broker::new(rumqttd_config);
+            // The witness's sending half lives as long as rumqttd does.
+            let _witness_tx = witness_tx;
             if let Err(err) = broker.start() {
                 error!(cause = %err, "embedded rumqttd stopped");
             }
         })
-        .map_err(|err| BrokerError::Readiness {
-            addr: ports.v4,
-            cause: format!("cannot spawn rumqttd thread: {err}"),
-        })?;
-    Ok(())
+        .map_err(|err| not_ready(format!("cannot spawn rumqttd thread: {err}")))?;
+    Ok(witness_rx)
 }
 
-/// Probes the v4 then the v5 listener.
-async fn probe_both(ports: Rumqttd, within: Duration) -> Result<(), BrokerError> {
-    probe(ports.v4, ProtocolVersion::V4, within).await?;
-    probe(ports.v5, ProtocolVersion::V5, within).await
-}
-
-/// Retries an MQTT handshake against `addr` until it succeeds or `within` elapses.
+/// Retries an MQTT handshake against `addr` until it succeeds or `within` elapses, then
+/// checks that the witness saw the probe's publish (proof the port is this rumqttd's).
 async fn probe(
     addr: SocketAddr,
     version: ProtocolVersion,
     within: Duration,
+    topic: &str,
+    witness: &mut LinkRx,
 ) -> Result<(), BrokerError> {
+    let probe_topic = format!("{topic}/{}", addr.port());
     let mut last = String::from("no attempt finished");
-    let result = tokio::time::timeout(within, async {
+    let handshake_done = tokio::time::timeout(within, async {
         loop {
-            match handshake(addr, version).await {
+            match handshake(addr, version, &probe_topic).await {
                 Ok(()) => return,
                 Err(err) => {
                     debug!(%addr, cause = %err, "rumqttd readiness probe failed");
@@ -145,29 +177,60 @@ async fn probe(
         }
     })
     .await;
-    result.map_err(|_| BrokerError::Readiness {
-        addr,
-        cause: format!("no CONNACK within {within:?}: {last}"),
+    if handshake_done.is_err() {
+        return Err(BrokerError::Readiness {
+            addr,
+            cause: format!("no CONNACK within {within:?}: {last}"),
+        });
+    }
+    let witnessed = tokio::time::timeout(WITNESS_TIMEOUT, async {
+        loop {
+            match witness.next().await {
+                Ok(Some(Notification::Forward(forward)))
+                    if forward.publish.topic == probe_topic.as_bytes() =>
+                {
+                    return true
+                }
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
     })
+    .await;
+    match witnessed {
+        Ok(true) => Ok(()),
+        _ => Err(BrokerError::Readiness {
+            addr,
+            cause: "the port answers MQTT but is not this broker's rumqttd (taken meanwhile)"
+                .into(),
+        }),
+    }
 }
 
-/// One CONNECT/CONNACK/DISCONNECT exchange.
-async fn handshake(addr: SocketAddr, version: ProtocolVersion) -> std::io::Result<()> {
+/// One CONNECT/CONNACK, a QoS 0 PUBLISH to `topic`, then DISCONNECT.
+async fn handshake(addr: SocketAddr, version: ProtocolVersion, topic: &str) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(addr).await?;
-    let id = b"wattchain-readiness";
-    let level = match version {
-        ProtocolVersion::V4 => 4,
-        ProtocolVersion::V5 => 5,
-    };
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 10];
-    if version == ProtocolVersion::V5 {
+    let id = format!("wattchain-readiness-{}", addr.port());
+    let v5 = version == ProtocolVersion::V5;
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        if v5 { 5 } else { 4 },
+        0x02,
+        0,
+        10,
+    ];
+    if v5 {
         body.push(0); // no properties
     }
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id);
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
-    stream.write_all(&packet).await?;
+    push_string(&mut body, id.as_bytes());
+    let mut packets = vec![0x10, body.len() as u8];
+    packets.extend_from_slice(&body);
+    stream.write_all(&packets).await?;
     let mut ack = [0u8; 4];
     stream.read_exact(&mut ack).await?;
     if ack[0] != 0x20 || ack[3] != 0 {
@@ -175,6 +238,24 @@ async fn handshake(addr: SocketAddr, version: ProtocolVersion) -> std::io::Resul
             "unexpected CONNACK {ack:02x?}"
         )));
     }
-    stream.write_all(&[0xe0, 0x00]).await?;
+    let mut publish = Vec::new();
+    push_string(&mut publish, topic.as_bytes());
+    if v5 {
+        publish.push(0); // no properties
+    }
+    publish.extend_from_slice(b"ready");
+    let mut packets = vec![0x30, publish.len() as u8];
+    packets.extend_from_slice(&publish);
+    packets.extend_from_slice(&[0xe0, 0x00]);
+    stream.write_all(&packets).await?;
+    // Wait for rumqttd to close after DISCONNECT, so the publish has been handled.
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).await;
     Ok(())
+}
+
+/// Appends an MQTT length-prefixed string (callers keep it under 128 bytes).
+fn push_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
 }

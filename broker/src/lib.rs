@@ -4,9 +4,18 @@
 //! client's CONNECT, refuses what would hurt rumqttd 0.20 with a proper CONNACK, and relays the
 //! rest to rumqttd's v4 or v5 listener on loopback.
 //!
+//! Guards, each with an integration test in `broker/tests/guards.rs`: handshake timeout (plain
+//! and TLS), MQTT 3.1 refused with a CONNACK, client ids with `/ + # $` rewritten reversibly
+//! ([`client_id`]), over-long ids refused, keep-alive 0 replaced, connection limit and
+//! credentials checked with proper CONNACK codes, one connection per client id at a time
+//! (takeover done by the front door), and the packet-size limit on everything clients send.
+//!
 //! Shared subscriptions (`$share/group/filter`) work for both protocol versions, but rumqttd
 //! keys a group by its name alone: use each group name for exactly one filter, or messages are
 //! lost.
+//!
+//! rumqttd has no shutdown API: after [`Broker::shutdown`] its threads live on, listening on
+//! loopback only, until the process exits.
 //!
 //! # Layout
 //!
@@ -15,19 +24,25 @@
 //! - `internal`: rumqttd on two loopback ports, with a readiness probe.
 //! - `front_door`: the public accept loops and the CONNECT guards.
 //! - `relay`: byte relaying with the packet-size limit.
-//! - `packet`: the few MQTT wire formats the front door reads and writes.
+//! - `sessions`: one relayed connection per client id (takeover by the front door).
+//! - `framing`: packet boundaries from fixed headers, for the size limit.
+//! - `packet`: CONNECT parsing and splicing, and the packets the front door sends itself.
 //! - [`client_id`]: the reversible client-id rewriting.
 //! - `tls`: TLS termination for the optional TLS listener.
-//! - [`bench`]: front door versus direct-to-rumqttd throughput.
+//! - [`mod@bench`]: front door versus direct-to-rumqttd throughput.
+
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod client_id;
 pub mod config;
 mod error;
+mod framing;
 mod front_door;
 mod internal;
 mod packet;
 mod relay;
+mod sessions;
 mod tls;
 
 use std::net::SocketAddr;
@@ -94,6 +109,7 @@ pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
     let tracker = TaskTracker::new();
     let door = Arc::new(FrontDoor {
         permits: Arc::new(Semaphore::new(config.max_connections)),
+        sessions: Arc::default(),
         config,
         rumqttd,
         shutdown: shutdown.clone(),

@@ -13,8 +13,10 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::framing::Framer;
 use crate::packet::{
-    Framer, PacketError, ProtocolVersion, DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SHUTTING_DOWN,
+    PacketError, ProtocolVersion, DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SESSION_TAKEN_OVER,
+    DISCONNECT_SHUTTING_DOWN,
 };
 
 /// Bytes read per system call in each direction.
@@ -22,6 +24,42 @@ const CHUNK: usize = 64 * 1024;
 
 /// Longest the front door waits for rumqttd to finish a packet before it sends DISCONNECT.
 const FINISH_PACKET_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the front door keeps reading (and discarding) from a client it disconnected.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A client stream that can be split into independently usable read and write halves.
+pub(crate) trait SplitStream {
+    /// The reading half.
+    type Reader: AsyncRead + Unpin;
+    /// The writing half.
+    type Writer: AsyncWrite + Unpin;
+    /// Splits the stream.
+    fn split_halves(self) -> (Self::Reader, Self::Writer);
+}
+
+impl SplitStream for TcpStream {
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+    // Plain TCP halves need no lock between them, unlike `tokio::io::split`.
+    fn split_halves(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+}
+
+impl SplitStream for tokio_rustls::server::TlsStream<TcpStream> {
+    type Reader = tokio::io::ReadHalf<Self>;
+    type Writer = tokio::io::WriteHalf<Self>;
+
+    // TLS state is shared by both directions, so the halves share a lock.
+    fn split_halves(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+}
 
 /// How a relayed connection ended.
 #[derive(Debug)]
@@ -34,6 +72,8 @@ pub(crate) enum RelayEnd {
     Violation(PacketError),
     /// The broker is shutting down.
     Shutdown,
+    /// A newer connection with the same client id took over.
+    TakenOver,
 }
 
 /// Per-connection facts the relay needs.
@@ -44,22 +84,24 @@ pub(crate) struct RelayParams {
     pub version: ProtocolVersion,
     /// Broker-wide stop signal.
     pub shutdown: CancellationToken,
+    /// Cancelled when a newer connection claims this client id.
+    pub evicted: CancellationToken,
 }
 
 /// Copies bytes both ways until either side closes, a guard trips or shutdown is signalled;
-/// `to_broker` frames the client's bytes and may already have seen some of them.
+/// the framers may already have seen the bytes exchanged during the handshake.
 pub(crate) async fn relay<C>(
     client: C,
     upstream: TcpStream,
     params: RelayParams,
     mut to_broker: Framer,
+    mut to_client: Framer,
 ) -> RelayEnd
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: SplitStream,
 {
-    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut client_rx, mut client_tx) = client.split_halves();
     let (mut broker_rx, mut broker_tx) = upstream.into_split();
-    let mut to_client = Framer::new(usize::MAX);
     let mut client_buf = vec![0u8; CHUNK];
     let mut broker_buf = vec![0u8; CHUNK];
     let shutdown = &params.shutdown;
@@ -67,6 +109,7 @@ where
     let end = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break RelayEnd::Shutdown,
+            _ = params.evicted.cancelled() => break RelayEnd::TakenOver,
             read = client_rx.read(&mut client_buf) => {
                 let n = match read {
                     Ok(0) | Err(_) => break RelayEnd::ClientClosed,
@@ -105,6 +148,7 @@ where
             Some(&DISCONNECT_PACKET_TOO_LARGE)
         }
         (RelayEnd::Shutdown, ProtocolVersion::V5) => Some(&DISCONNECT_SHUTTING_DOWN),
+        (RelayEnd::TakenOver, ProtocolVersion::V5) => Some(&DISCONNECT_SESSION_TAKEN_OVER),
         _ => None,
     };
     if let Some(goodbye) = goodbye {
@@ -122,9 +166,21 @@ where
             let _ = client_tx.write_all(goodbye).await;
         }
     }
-    // Closing rumqttd's side only now lets it finish the packet above.
+    // Closing rumqttd's side only now lets it finish the packet above. Then wait for rumqttd
+    // to close too: by then it has queued this connection's disconnect in its router, so a
+    // reconnect with the same id (see `sessions`) cannot be hit by it.
     drop(broker_tx);
+    let _ = tokio::time::timeout(
+        FINISH_PACKET_TIMEOUT,
+        drain(&mut broker_rx, &mut broker_buf),
+    )
+    .await;
     let _ = client_tx.shutdown().await;
+    if matches!(end, RelayEnd::Violation(_)) {
+        // Closing a socket with unread input makes the kernel send RST, which can destroy the
+        // DISCONNECT before the client reads it: read what the client still sends, bounded.
+        let _ = tokio::time::timeout(LINGER, drain(&mut client_rx, &mut client_buf)).await;
+    }
     match &end {
         RelayEnd::Violation(violation) => {
             warn!(peer = %params.peer, cause = %violation, "closing connection")
@@ -170,4 +226,15 @@ where
         client_tx.write_all(&buf[..n]).await?;
     }
     Ok(())
+}
+
+/// Reads and discards until EOF, an error or [`LINGER_BYTES`].
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) {
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        match reader.read(buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
 }

@@ -1,0 +1,75 @@
+//! The optional TLS listener: terminated by the front door, same guards behind it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use wattchain_broker::{BrokerConfig, TlsConfig};
+
+/// Writes a self-signed certificate for 127.0.0.1 with openssl (fails the test if missing).
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl must be installed for the TLS test");
+    assert!(status.success(), "openssl generated a certificate");
+    (cert, key)
+}
+
+#[tokio::test]
+async fn tls_client_publishes_to_a_plain_subscriber_and_idle_tls_sockets_are_closed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = self_signed(dir.path());
+    let config = BrokerConfig {
+        connect_timeout: Duration::from_millis(300),
+        tls: Some(TlsConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            cert: cert.clone(),
+            key,
+        }),
+        ..test_config()
+    };
+    let broker = start(config).await;
+    let tls_addr = broker.tls_local_addr().expect("TLS listener");
+    // Unguarded, rumqttd runs TLS handshakes inline: this socket would freeze its listener.
+    let mut idle = raw_send(tls_addr, &[]).await;
+    let mut sub = MosquittoSub::start(broker.local_addr(), "mqttv311", "plain-sub", "tls/t").await;
+
+    let cafile = cert.to_string_lossy().into_owned();
+    mosquitto_pub_with(
+        tls_addr,
+        "mqttv5",
+        "tls/t",
+        &["over tls".to_owned()],
+        &["--cafile", &cafile],
+    )
+    .await;
+
+    assert_eq!(sub.next_payload().await, "over tls");
+    assert!(
+        read_to_close(&mut idle).await.is_empty(),
+        "idle TLS socket closed"
+    );
+    sub.stop().await;
+    broker.shutdown().await;
+}
