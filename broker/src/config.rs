@@ -56,6 +56,8 @@ pub struct BrokerConfig {
     pub users: Vec<User>,
     /// Optional TLS listener terminated by the front door.
     pub tls: Option<TlsConfig>,
+    /// Optional MQTT-over-WebSocket listener.
+    pub ws: Option<WsConfig>,
     /// Tuning of the embedded rumqttd.
     pub rumqttd: RumqttdTuning,
 }
@@ -69,6 +71,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             users: Vec::new(),
             tls: None,
+            ws: None,
             rumqttd: RumqttdTuning::default(),
         }
     }
@@ -103,6 +106,14 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// The MQTT-over-WebSocket listener (plain `ws://`; put a TLS proxy in front for `wss://`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsConfig {
+    /// Address of the WebSocket listener (port 0 picks a free port).
+    pub listen: SocketAddr,
 }
 
 /// Settings passed to the embedded rumqttd; they bound its memory.

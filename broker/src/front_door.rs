@@ -48,7 +48,7 @@ pub(crate) struct FrontDoor {
 
 /// Why a first packet was not read.
 #[derive(Debug, thiserror::Error)]
-enum FirstPacketError {
+pub(crate) enum FirstPacketError {
     #[error("connection closed before CONNECT")]
     Closed,
     #[error("read failed: {0}")]
@@ -57,13 +57,20 @@ enum FirstPacketError {
     Packet(#[from] PacketError),
 }
 
+/// What a public listener speaks under MQTT.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    /// MQTT straight over TCP.
+    Plain,
+    /// MQTT over TLS, terminated here.
+    Tls(TlsAcceptor),
+    /// MQTT over WebSocket.
+    WebSocket,
+}
+
 impl FrontDoor {
-    /// Accepts on `listener` until shutdown; `tls` terminates TLS first when present.
-    pub(crate) async fn accept_loop(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls: Option<TlsAcceptor>,
-    ) {
+    /// Accepts on `listener` until shutdown, unwrapping `transport` (TLS, WebSocket) first.
+    pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener, transport: Transport) {
         loop {
             let accepted = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -80,11 +87,12 @@ impl FrontDoor {
             };
             let _ = stream.set_nodelay(true);
             let door = Arc::clone(&self);
-            let tls = tls.clone();
+            let transport = transport.clone();
             self.tracker.spawn(async move {
-                match tls {
-                    Some(tls) => door.serve_tls(stream, peer, tls).await,
-                    None => door.serve(stream, peer).await,
+                match transport {
+                    Transport::Plain => door.serve(stream, peer).await,
+                    Transport::Tls(tls) => door.serve_tls(stream, peer, tls).await,
+                    Transport::WebSocket => door.serve_ws(stream, peer).await,
                 }
             });
         }
@@ -121,7 +129,7 @@ impl FrontDoor {
     }
 
     /// Judges the CONNECT and either refuses it with a CONNACK or relays the client.
-    async fn admit<S>(
+    pub(crate) async fn admit<S>(
         &self,
         mut stream: S,
         peer: SocketAddr,
@@ -281,7 +289,7 @@ fn keep_alive_for(requested: u16) -> u16 {
 /// Reads exactly one whole packet whose first byte must be `kind` (plus whatever followed it
 /// in the same reads), failing as soon as the header shows the wrong type or a size over
 /// `limit`. Returns the bytes and the packet's length.
-async fn read_packet<S: AsyncRead + Unpin>(
+pub(crate) async fn read_packet<S: AsyncRead + Unpin>(
     stream: &mut S,
     kind: u8,
     limit: usize,

@@ -29,6 +29,7 @@
 //! - `packet`: CONNECT parsing and splicing, and the packets the front door sends itself.
 //! - [`client_id`]: the reversible client-id rewriting.
 //! - `tls`: TLS termination for the optional TLS listener.
+//! - `websocket`: the optional MQTT-over-WebSocket listener.
 //! - [`mod@bench`]: front door versus direct-to-rumqttd throughput.
 
 #![warn(missing_docs)]
@@ -44,6 +45,7 @@ mod packet;
 mod relay;
 mod sessions;
 mod tls;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,10 +56,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use config::{default_config_toml, BrokerConfig, ConfigError, RumqttdTuning, TlsConfig, User};
+pub use config::{
+    default_config_toml, BrokerConfig, ConfigError, RumqttdTuning, TlsConfig, User, WsConfig,
+};
 pub use error::BrokerError;
 
-use front_door::FrontDoor;
+use front_door::{FrontDoor, Transport};
 
 /// Largest MQTT packet, in bytes, that the broker accepts and our clients send or receive.
 ///
@@ -71,6 +75,7 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 1024 * 1024;
 pub struct Broker {
     local_addr: SocketAddr,
     tls_local_addr: Option<SocketAddr>,
+    ws_local_addr: Option<SocketAddr>,
     internal_v4: SocketAddr,
     internal_v5: SocketAddr,
     shutdown: CancellationToken,
@@ -99,8 +104,21 @@ pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         })?),
         None => None,
     };
-    warn_if_open(&config, local_addr);
-    if let Some(addr) = tls_local_addr {
+    let ws = match &config.ws {
+        Some(ws) => Some(bind(ws.listen).await?),
+        None => None,
+    };
+    let ws_local_addr = match &ws {
+        Some(listener) => Some(listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: config.listen,
+            source,
+        })?),
+        None => None,
+    };
+    for addr in [Some(local_addr), tls_local_addr, ws_local_addr]
+        .into_iter()
+        .flatten()
+    {
         warn_if_open(&config, addr);
     }
 
@@ -115,14 +133,18 @@ pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     });
-    tracker.spawn(Arc::clone(&door).accept_loop(listener, None));
+    tracker.spawn(Arc::clone(&door).accept_loop(listener, Transport::Plain));
     if let Some((listener, acceptor)) = tls {
-        tracker.spawn(Arc::clone(&door).accept_loop(listener, Some(acceptor)));
+        tracker.spawn(Arc::clone(&door).accept_loop(listener, Transport::Tls(acceptor)));
     }
-    info!(listen = %local_addr, tls = ?tls_local_addr, v4 = %rumqttd.v4, v5 = %rumqttd.v5, "broker ready");
+    if let Some(listener) = ws {
+        tracker.spawn(Arc::clone(&door).accept_loop(listener, Transport::WebSocket));
+    }
+    info!(listen = %local_addr, tls = ?tls_local_addr, ws = ?ws_local_addr, v4 = %rumqttd.v4, v5 = %rumqttd.v5, "broker ready");
     Ok(Broker {
         local_addr,
         tls_local_addr,
+        ws_local_addr,
         internal_v4: rumqttd.v4,
         internal_v5: rumqttd.v5,
         shutdown,
@@ -152,6 +174,11 @@ impl Broker {
     /// The TLS listener's address, when TLS is configured.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
         self.tls_local_addr
+    }
+
+    /// The WebSocket listener's address, when configured.
+    pub fn ws_local_addr(&self) -> Option<SocketAddr> {
+        self.ws_local_addr
     }
 
     /// The front door as a URL, `mqtt://127.0.0.1:PORT`.

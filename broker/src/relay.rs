@@ -51,6 +51,16 @@ impl SplitStream for TcpStream {
     }
 }
 
+impl SplitStream for crate::websocket::WsConnection {
+    type Reader = tokio::io::ReadHalf<Self>;
+    type Writer = tokio::io::WriteHalf<Self>;
+
+    // One WebSocket carries both directions' frames, so the halves share a lock.
+    fn split_halves(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+}
+
 impl SplitStream for tokio_rustls::server::TlsStream<TcpStream> {
     type Reader = tokio::io::ReadHalf<Self>;
     type Writer = tokio::io::WriteHalf<Self>;
