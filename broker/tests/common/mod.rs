@@ -5,9 +5,11 @@
 
 mod clients;
 mod mosquitto;
+mod users;
 
 pub use clients::*;
 pub use mosquitto::*;
+pub use users::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;
