@@ -3,10 +3,12 @@
 // Each test binary compiles this module and uses a different subset of it.
 #![allow(dead_code, unused_imports)]
 
+mod certs;
 mod clients;
 mod mosquitto;
 mod users;
 
+pub use certs::*;
 pub use clients::*;
 pub use mosquitto::*;
 pub use users::*;
