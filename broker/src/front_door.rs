@@ -3,8 +3,9 @@
 //!
 //! Every guard here exists because rumqttd 0.20 misbehaves without it (see design.md):
 //! handshake timeout, protocol routing, client-id rewriting, connection limit,
-//! authentication and one-connection-per-id (`sessions`) before rumqttd sees anything; the
-//! packet-size limit in [`crate::relay`].
+//! authentication (`auth`, including the will topic's permission) and one-connection-per-id
+//! (`sessions`) before rumqttd sees anything; the packet-size limit and, with users configured,
+//! the permission gate (`gate`) in [`crate::relay`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,9 +1,10 @@
 //! Relaying an accepted client to rumqttd once its CONNECT passed the guards.
 //!
 //! Client → broker bytes are framed (fixed headers only, bodies are skipped) so a packet over
-//! the limit is caught before rumqttd sees it; broker → client bytes are copied as they come,
-//! with only their packet boundaries tracked so the front door can insert its own DISCONNECT
-//! without cutting a relayed packet in half.
+//! the limit is caught before rumqttd sees it; with users configured they pass the permission
+//! gate ([`crate::gate`]) instead, which reads whole packets. Broker → client bytes are copied
+//! as they come, with only their packet boundaries tracked so the front door can insert its own
+//! DISCONNECT, PUBACK or SUBACK without cutting a relayed packet in half.
 
 use std::net::SocketAddr;
 use std::time::Duration;
