@@ -237,3 +237,45 @@ async fn the_example_users_file_grants_each_role_exactly_its_topics() {
     assert!(watcher.may_subscribe("wattchain/#"));
     assert!(!watcher.may_publish("wattchain/cabinet/c1/quad"));
 }
+
+/// A raw MQTT 5 QoS 1 PUBLISH with packet id `id` and a topic alias property.
+fn publish_v5_with_alias(topic: &str, alias: u16, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(&[3, 0x23]);
+    body.extend_from_slice(&alias.to_be_bytes());
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x32];
+    varint(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[tokio::test]
+async fn a_topic_alias_cannot_smuggle_a_publish_past_the_permission_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = start(config_with_roles(dir.path())).await;
+    let watcher = Some(("watcher", "watcher-secret"));
+    let (code, mut stream) = raw_connack(
+        broker.local_addr(),
+        &connect_packet(5, "alias-raw", watcher),
+    )
+    .await;
+    assert_eq!(code, 0);
+    // Setting alias 1 on a forbidden topic is refused, so the alias is never defined...
+    let forged = publish_v5_with_alias("wattchain/ledger/block", 1, 10, b"forged");
+    stream.write_all(&forged).await.expect("PUBLISH");
+    let (kind, body) = raw_read_packet(&mut stream).await;
+    assert_eq!(
+        (kind, body),
+        (0x40, vec![0, 10, 0x87]),
+        "PUBACK not authorized"
+    );
+    // ...and publishing through it ends the connection with "topic alias invalid".
+    let reuse = publish_v5_with_alias("", 1, 11, b"forged again");
+    stream.write_all(&reuse).await.expect("PUBLISH");
+    let (kind, body) = raw_read_packet(&mut stream).await;
+    assert_eq!((kind, body.first().copied()), (0xe0, Some(0x94)));
+    broker.shutdown().await;
+}
