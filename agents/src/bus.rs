@@ -25,6 +25,10 @@ use rumqttc::{
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -47,6 +51,9 @@ pub enum BusError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The TLS settings for `mqtts://` cannot be used.
+    #[error("TLS setup for mqtts:// failed: {0}")]
+    Tls(String),
     /// The session task has stopped; nothing more can be published.
     #[error("the MQTT session is closed")]
     Closed,
@@ -250,21 +257,45 @@ impl BusOptions {
             o.set_credentials(u, p.clone().unwrap_or_default());
         }
         if self.broker.tls {
-            let ca = match &self.ca_file {
-                Some(path) => std::fs::read(path).map_err(|source| BusError::CaFile {
-                    path: path.clone(),
-                    source,
-                })?,
-                None => Vec::new(),
+            let Some(path) = &self.ca_file else {
+                return Err(BusError::Tls(
+                    "no CA file: pass --ca-file with the broker's CA certificate".into(),
+                ));
             };
-            o.set_transport(Transport::Tls(TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            }));
+            let ca = std::fs::read(path).map_err(|source| BusError::CaFile {
+                path: path.clone(),
+                source,
+            })?;
+            o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls_client_config(
+                &ca,
+            )?)));
         }
         Ok(o)
     }
+}
+
+/// A rustls client configuration trusting the PEM certificates in `ca`.
+///
+/// The crypto provider is named explicitly: with both ring (the broker's) and aws-lc-rs
+/// (rumqttc's) compiled in, rustls cannot pick a process default and rumqttc's own
+/// `TlsConfiguration::Simple` panics in the session task.
+fn tls_client_config(ca: &[u8]) -> Result<Arc<ClientConfig>, BusError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        let cert = cert.map_err(|err| BusError::Tls(format!("CA file: {err}")))?;
+        roots
+            .add(cert)
+            .map_err(|err| BusError::Tls(format!("CA file: {err}")))?;
+    }
+    if roots.is_empty() {
+        return Err(BusError::Tls("the CA file holds no PEM certificate".into()));
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| BusError::Tls(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A message received from the broker.

@@ -154,6 +154,8 @@ struct BrokerArgs {
 enum BrokerCommand {
     /// Print a commented default configuration.
     GenerateConfig,
+    /// Read a password from stdin (first line) and print its argon2 hash for a users file.
+    HashPassword,
 }
 
 #[derive(Args)]
@@ -463,9 +465,22 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
 }
 
 async fn run_broker(args: BrokerArgs) -> Result<ExitCode> {
-    if let Some(BrokerCommand::GenerateConfig) = args.command {
-        out!("{}", wattchain_broker::default_config_toml().trim_end());
-        return Ok(ExitCode::SUCCESS);
+    match args.command {
+        Some(BrokerCommand::GenerateConfig) => {
+            out!("{}", wattchain_broker::default_config_toml().trim_end());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(BrokerCommand::HashPassword) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on stdin");
+            out!("{}", wattchain_broker::hash_password(password)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
     let mut config = match &args.config {
         Some(path) => wattchain_broker::BrokerConfig::from_file(path)

@@ -39,16 +39,44 @@ impl fmt::Display for FrontDoorReport {
     }
 }
 
+/// Username and password of the bench clients when authentication is measured.
+const BENCH_LOGIN: (&str, &str) = ("bench", "bench-password");
+
 /// Starts a broker on a free port and measures QoS 1 throughput of `messages` messages of
 /// `payload` bytes, direct and through the front door.
 pub async fn front_door(messages: usize, payload: usize) -> Result<FrontDoorReport, BrokerError> {
+    measure(messages, payload, false).await
+}
+
+/// As [`front_door`], but with a user configured: front-door clients log in and every
+/// PUBLISH and SUBSCRIBE passes the permission gate (the cost of authentication being on).
+pub async fn front_door_authenticated(
+    messages: usize,
+    payload: usize,
+) -> Result<FrontDoorReport, BrokerError> {
+    measure(messages, payload, true).await
+}
+
+async fn measure(
+    messages: usize,
+    payload: usize,
+    authenticated: bool,
+) -> Result<FrontDoorReport, BrokerError> {
     if messages == 0 {
         return Err(BrokerError::Bench("messages must be positive".into()));
     }
-    let config = BrokerConfig {
+    let mut config = BrokerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..BrokerConfig::default()
     };
+    if authenticated {
+        config.users.push(crate::User {
+            username: BENCH_LOGIN.0.into(),
+            password_hash: crate::hash_password(BENCH_LOGIN.1)?,
+            publish: vec!["bench/#".into()],
+            subscribe: Some(vec!["bench/#".into()]),
+        });
+    }
     let broker = crate::start(config).await?;
     let direct_addr = broker.internal_v4_addr();
     let front_addr = broker.local_addr();
@@ -63,7 +91,8 @@ pub async fn front_door(messages: usize, payload: usize) -> Result<FrontDoorRepo
         front_addr,
     ];
     for (round, addr) in order.into_iter().enumerate() {
-        let rate = run(addr, messages, payload, round).await;
+        let login = (authenticated && addr == front_addr).then_some(BENCH_LOGIN);
+        let rate = run(addr, login, messages, payload, round).await;
         let rate = match rate {
             Ok(rate) => rate,
             Err(err) => {
@@ -90,6 +119,7 @@ pub async fn front_door(messages: usize, payload: usize) -> Result<FrontDoorRepo
 /// One publisher → one subscriber run; returns messages per second received.
 async fn run(
     addr: SocketAddr,
+    login: Option<(&str, &str)>,
     messages: usize,
     payload: usize,
     round: usize,
@@ -107,6 +137,9 @@ async fn run(
                 crate::DEFAULT_MAX_PACKET_SIZE,
             )
             .set_inflight(100);
+        if let Some((username, password)) = login {
+            options.set_credentials(username, password);
+        }
         options
     };
     let topic = format!("bench/{round}");

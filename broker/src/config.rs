@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::acl::Permissions;
+use crate::auth::check_stored_hash;
 use crate::DEFAULT_MAX_PACKET_SIZE;
 
 /// The commented default configuration; it parses to [`BrokerConfig::default()`].
@@ -52,8 +54,14 @@ pub struct BrokerConfig {
     /// Time a new socket has to finish its TLS handshake and send CONNECT.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Accepted username/password pairs; empty means no authentication.
+    /// Users accepted inline (hashed passwords only); with `users_file`, both are accepted.
+    /// No users at all means no authentication and no topic permissions.
     pub users: Vec<User>,
+    /// TOML file of `[[users]]` with hashed passwords; relative to the config file's directory
+    /// when read by [`BrokerConfig::from_file`].
+    pub users_file: Option<PathBuf>,
+    /// Password verifications (argon2, deliberately slow) running at once; more CONNECTs wait.
+    pub max_concurrent_logins: usize,
     /// Optional TLS listener terminated by the front door.
     pub tls: Option<TlsConfig>,
     /// Optional MQTT-over-WebSocket listener.
@@ -70,6 +78,8 @@ impl Default for BrokerConfig {
             max_connections: 1000,
             connect_timeout: Duration::from_secs(10),
             users: Vec::new(),
+            users_file: None,
+            max_concurrent_logins: 4,
             tls: None,
             ws: None,
             rumqttd: RumqttdTuning::default(),
@@ -77,23 +87,49 @@ impl Default for BrokerConfig {
     }
 }
 
-/// One username/password pair; `Debug` hides the password.
+/// One user: name, argon2 PHC password hash and topic permissions; `Debug` hides the hash.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// The username a client sends in CONNECT.
     pub username: String,
-    /// The password, stored as given in the config file.
-    pub password: String,
+    /// The password as an argon2 PHC string (`wattchain broker hash-password` makes one).
+    pub password_hash: String,
+    /// Filters of the topics this user may publish on; none given means none allowed.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Filters this user may subscribe to; none given means every topic.
+    #[serde(default)]
+    pub subscribe: Option<Vec<String>>,
+}
+
+impl User {
+    /// This user's permissions, `%u` not yet substituted.
+    pub fn permissions(&self) -> Permissions {
+        Permissions {
+            publish: self.publish.clone(),
+            subscribe: self.subscribe.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("User")
             .field("username", &self.username)
-            .field("password", &"<hidden>")
+            .field("password_hash", &"<hidden>")
+            .field("publish", &self.publish)
+            .field("subscribe", &self.subscribe)
             .finish()
     }
+}
+
+/// The users file: a list of `[[users]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    users: Vec<User>,
 }
 
 /// TLS listener settings: certificate chain and private key as PEM files.
@@ -153,12 +189,45 @@ impl BrokerConfig {
             path: path.to_owned(),
             source,
         })?;
-        let config: BrokerConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut config: BrokerConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        if let Some(users_file) = &config.users_file {
+            if users_file.is_relative() {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                config.users_file = Some(dir.join(users_file));
+            }
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Every user: the inline `[[users]]` followed by those of `users_file`, validated
+    /// (unique names, PHC hashes). Empty means authentication is off.
+    pub fn load_users(&self) -> Result<Vec<User>, ConfigError> {
+        let mut users = self.users.clone();
+        if let Some(path) = &self.users_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file: UsersFile = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+            if file.users.is_empty() {
+                // An empty file would silently turn authentication off.
+                return Err(ConfigError::Invalid(format!(
+                    "users file {} lists no [[users]]",
+                    path.display()
+                )));
+            }
+            users.extend(file.users);
+        }
+        validate_users(&users)?;
+        Ok(users)
     }
 
     /// Checks ranges and consistency; [`crate::start`] calls it too.
@@ -184,13 +253,9 @@ impl BrokerConfig {
         if self.connect_timeout.is_zero() {
             return invalid("connect_timeout must be positive".into());
         }
-        let mut names: Vec<&str> = self.users.iter().map(|u| u.username.as_str()).collect();
-        names.sort_unstable();
-        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
-            return invalid(format!("user {:?} is listed twice", pair[0]));
-        }
-        if names.iter().any(|name| name.is_empty()) {
-            return invalid("a [[users]] entry has an empty username".into());
+        validate_users(&self.users)?;
+        if self.max_concurrent_logins == 0 {
+            return invalid("max_concurrent_logins must be at least 1".into());
         }
         let tuning = &self.rumqttd;
         if tuning.max_segment_size < self.max_packet_size {
@@ -217,19 +282,62 @@ impl BrokerConfig {
     }
 }
 
+/// Unique, non-empty usernames without wildcards (they would widen `%u` filters) and usable
+/// password hashes.
+fn validate_users(users: &[User]) -> Result<(), ConfigError> {
+    let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+    let mut names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        return invalid(format!("user {:?} is listed twice", pair[0]));
+    }
+    if names.iter().any(|name| name.is_empty()) {
+        return invalid("a [[users]] entry has an empty username".into());
+    }
+    if let Some(name) = names.iter().find(|name| name.contains(['+', '#'])) {
+        return invalid(format!("username {name:?} contains an MQTT wildcard"));
+    }
+    for user in users {
+        check_stored_hash(&user.username, &user.password_hash)
+            .map_err(|err| ConfigError::Invalid(err.to_string()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn user_debug_hides_the_password() {
+    fn user_debug_hides_the_password_hash() {
         let user = User {
             username: "alice".into(),
-            password: "hunter2".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            publish: vec![],
+            subscribe: None,
         };
         let shown = format!("{user:?}");
         assert!(shown.contains("alice"));
-        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("argon2id"));
+    }
+
+    #[test]
+    fn a_plaintext_password_is_refused() {
+        let plain = "[[users]]\nusername = \"alice\"\npassword = \"wonderland\"\n";
+        assert!(toml::from_str::<BrokerConfig>(plain).is_err());
+        let not_a_hash = BrokerConfig {
+            users: vec![User {
+                username: "alice".into(),
+                password_hash: "wonderland".into(),
+                publish: vec![],
+                subscribe: None,
+            }],
+            ..BrokerConfig::default()
+        };
+        assert!(matches!(
+            not_a_hash.validate(),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]

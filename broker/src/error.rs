@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::auth::AuthError;
 use crate::config::ConfigError;
 
 /// Why the broker could not start (or the bench could not run).
@@ -30,6 +31,9 @@ pub enum BrokerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The users' password verifier could not be set up.
+    #[error("authentication setup failed: {0}")]
+    Auth(#[from] AuthError),
     /// The TLS certificate or key cannot be used.
     #[error("TLS setup failed: {0}")]
     Tls(String),

@@ -3,8 +3,9 @@
 //!
 //! Every guard here exists because rumqttd 0.20 misbehaves without it (see design.md):
 //! handshake timeout, protocol routing, client-id rewriting, connection limit,
-//! authentication and one-connection-per-id (`sessions`) before rumqttd sees anything; the
-//! packet-size limit in [`crate::relay`].
+//! authentication (`auth`, including the will topic's permission) and one-connection-per-id
+//! (`sessions`) before rumqttd sees anything; the packet-size limit and, with users configured,
+//! the permission gate (`gate`) in [`crate::relay`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::auth::Authenticator;
 use crate::client_id;
-use crate::config::{BrokerConfig, User};
+use crate::config::BrokerConfig;
 use crate::framing::{fixed_header, FixedHeader, Framer};
+use crate::gate::Gate;
 use crate::internal::Rumqttd;
 use crate::packet::{connack_refusal, Connect, PacketError, ProtocolVersion, Refusal};
-use crate::relay::{relay, RelayParams, SplitStream};
+use crate::relay::{relay, Inbound, RelayParams, SplitStream};
 use crate::sessions::Sessions;
 
 /// Keep-alive forwarded to rumqttd for clients that ask for none (0): rumqttd refuses 0
@@ -36,6 +39,8 @@ pub(crate) struct FrontDoor {
     pub config: BrokerConfig,
     /// rumqttd's internal listeners.
     pub rumqttd: Rumqttd,
+    /// Users and the password verifier; `None` when no users are configured (open broker).
+    pub auth: Option<Authenticator>,
     /// One permit per allowed client connection.
     pub permits: Arc<Semaphore>,
     /// One relayed connection per client id.
@@ -155,9 +160,26 @@ impl FrontDoor {
             warn!(%peer, limit = self.config.max_connections, "refusing connection: connection limit reached");
             return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
         };
-        let mut to_broker = Framer::new(self.config.max_packet_size);
-        if let Err((_, violation)) = to_broker.feed(pipelined) {
-            return warn!(%peer, cause = %violation, "closing connection");
+        let mut to_broker = match self.authorize(&connect, peer).await {
+            Ok(inbound) => inbound,
+            Err(refusal) => return refuse(stream, &connack_refusal(version, refusal)).await,
+        };
+        // Bytes the client pipelined after CONNECT (often SUBSCRIBE) belong to rumqttd too,
+        // once they pass the same checks as later ones.
+        let mut pipelined_allowed = Vec::new();
+        let mut early_replies = Vec::new();
+        match &mut to_broker {
+            Inbound::Framed(framer) => match framer.feed(pipelined) {
+                Ok(()) => pipelined_allowed.extend_from_slice(pipelined),
+                Err((_, violation)) => {
+                    return warn!(%peer, cause = %violation, "closing connection");
+                }
+            },
+            Inbound::Gated(gate) => {
+                if let Err(err) = gate.feed(pipelined, &mut pipelined_allowed, &mut early_replies) {
+                    return warn!(%peer, cause = %err, "closing connection");
+                }
+            }
         }
         // rumqttd gives every empty id a fresh random one, so those never collide.
         let claim = if encoded_id.is_empty() {
@@ -180,8 +202,7 @@ impl FrontDoor {
             return info!(%peer, client_id = %connect.client_id, "closing connection: taken over before it started");
         }
         let mut forward = connect.splice(packet, &encoded_id, keep_alive_for(connect.keep_alive));
-        // Bytes the client pipelined after CONNECT (often SUBSCRIBE) belong to rumqttd too.
-        forward.extend_from_slice(pipelined);
+        forward.extend_from_slice(&pipelined_allowed);
         let (upstream, connack) = match self.open_upstream(version, &forward).await {
             Ok(opened) => opened,
             Err(cause) => {
@@ -191,7 +212,9 @@ impl FrontDoor {
         };
         let mut to_client = Framer::new(usize::MAX);
         let _ = to_client.feed(&connack);
-        if let Err(err) = stream.write_all(&connack).await {
+        // The CONNACK read is whole, so the gate's early answers follow it on a boundary.
+        let first_bytes = [connack.as_slice(), early_replies.as_slice()].concat();
+        if let Err(err) = stream.write_all(&first_bytes).await {
             return debug!(%peer, cause = %err, "client left before its CONNACK");
         }
         debug!(%peer, client_id = %connect.client_id, ?version, "relaying to rumqttd");
@@ -224,10 +247,6 @@ impl FrontDoor {
             }
         };
         let version = connect.version;
-        if let Some(refusal) = check_credentials(&self.config.users, &connect) {
-            warn!(%peer, user = ?connect.username, ?refusal, "refusing connection: authentication");
-            return Err(Verdict::Refuse(connack_refusal(version, refusal)));
-        }
         let encoded_id = client_id::encode(&connect.client_id);
         if encoded_id.len() > client_id::MAX_ENCODED_LEN {
             warn!(%peer, len = connect.client_id.len(), "refusing connection: client id too long");
@@ -237,6 +256,28 @@ impl FrontDoor {
             )));
         }
         Ok((connect, encoded_id))
+    }
+
+    /// Checks credentials and the will topic when users are configured, and picks how the
+    /// client's packets will be checked: gated by the user's permissions, or only framed.
+    async fn authorize(&self, connect: &Connect, peer: SocketAddr) -> Result<Inbound, Refusal> {
+        let limit = self.config.max_packet_size;
+        let Some(auth) = &self.auth else {
+            return Ok(Inbound::Framed(Framer::new(limit)));
+        };
+        let permissions = auth.login(connect).await.inspect_err(|refusal| {
+            warn!(%peer, user = ?connect.username, ?refusal, "refusing connection: authentication");
+        })?;
+        let username = connect.username.clone().unwrap_or_default();
+        if let Some(topic) = &connect.will_topic {
+            // A will is a publish the broker makes on the client's behalf later.
+            if !permissions.may_publish(topic) {
+                warn!(%peer, user = %username, will_topic = %topic, "refusing connection: will topic not authorized");
+                return Err(Refusal::NotAuthorized);
+            }
+        }
+        let gate = Gate::new(permissions, connect.version, limit, peer, username);
+        Ok(Inbound::Gated(Box::new(gate)))
     }
 
     /// Connects to rumqttd's listener for `version`, sends `forward` (the rewritten CONNECT
@@ -327,26 +368,4 @@ pub(crate) async fn read_packet<S: AsyncRead + Unpin>(
 async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, connack: &[u8]) {
     let _ = stream.write_all(connack).await;
     let _ = stream.shutdown().await;
-}
-
-/// Decides authentication; `None` admits. No users configured admits everyone.
-fn check_credentials(users: &[User], connect: &Connect) -> Option<Refusal> {
-    if users.is_empty() {
-        return None;
-    }
-    let Some(username) = &connect.username else {
-        return Some(Refusal::NotAuthorized);
-    };
-    let password = connect.password.as_deref().unwrap_or_default();
-    let known = users
-        .iter()
-        .find(|user| &user.username == username)
-        .is_some_and(|user| constant_time_eq(user.password.as_bytes(), password));
-    (!known).then_some(Refusal::BadCredentials)
-}
-
-/// Compares without an early exit on the first differing byte, so response time does not
-/// reveal how much of a guessed password was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

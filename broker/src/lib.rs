@@ -7,8 +7,13 @@
 //! Guards, each with an integration test in `broker/tests/guards.rs`: handshake timeout (plain
 //! and TLS), MQTT 3.1 refused with a CONNACK, client ids with `/ + # $` rewritten reversibly
 //! ([`client_id`]), over-long ids refused, keep-alive 0 replaced, connection limit and
-//! credentials checked with proper CONNACK codes, one connection per client id at a time
+//! credentials checked with proper CONNACK codes (argon2 hashes, see `auth`), one connection per client id at a time
 //! (takeover done by the front door), and the packet-size limit on everything clients send.
+//!
+//! With users configured, each user may publish and subscribe only where its permissions say
+//! (rumqttd has no ACLs): the front door checks PUBLISH topics (MQTT 5 topic aliases resolved),
+//! will topics and SUBSCRIBE filters before rumqttd sees them; tests in
+//! `broker/tests/permissions.rs`. Without users, packets are only framed, never parsed.
 //!
 //! Shared subscriptions (`$share/group/filter`) work for both protocol versions, but rumqttd
 //! keys a group by its name alone: use each group name for exactly one filter, or messages are
@@ -21,6 +26,9 @@
 //!
 //! - [`config`]: [`BrokerConfig`] with defaults, the commented default TOML, validation.
 //! - `error`: [`BrokerError`], what starting the broker can fail with.
+//! - `auth`: argon2 password hashes ([`hash_password`]) and the bounded login check.
+//! - [`acl`]: [`Permissions`], MQTT wildcard matching of topics and filters.
+//! - `gate`: checks an authenticated client's PUBLISH and SUBSCRIBE against its permissions.
 //! - `internal`: rumqttd on two loopback ports, with a readiness probe.
 //! - `front_door`: the public accept loops and the CONNECT guards.
 //! - `relay`: byte relaying with the packet-size limit.
@@ -34,12 +42,15 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
+mod auth;
 pub mod bench;
 pub mod client_id;
 pub mod config;
 mod error;
 mod framing;
 mod front_door;
+mod gate;
 mod internal;
 mod packet;
 mod relay;
@@ -56,6 +67,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use acl::Permissions;
+pub use auth::{hash_password, AuthError};
 pub use config::{
     default_config_toml, BrokerConfig, ConfigError, RumqttdTuning, TlsConfig, User, WsConfig,
 };
@@ -85,6 +98,19 @@ pub struct Broker {
 /// Validates `config`, binds the public listeners, starts rumqttd and waits until it answers.
 pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
     config.validate()?;
+    let users = config.load_users()?;
+    let auth = if users.is_empty() {
+        None
+    } else {
+        let (concurrency, wait) = (config.max_concurrent_logins, config.connect_timeout);
+        // Hashing the decoy password is as slow as a login: keep it off the runtime thread.
+        let built = tokio::task::spawn_blocking(move || {
+            auth::Authenticator::new(&users, concurrency, wait)
+        })
+        .await
+        .map_err(|err| BrokerError::Auth(AuthError::Hash(err.to_string())))?;
+        Some(built?)
+    };
     let listener = bind(config.listen).await?;
     let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
         addr: config.listen,
@@ -119,7 +145,7 @@ pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         .into_iter()
         .flatten()
     {
-        warn_if_open(&config, addr);
+        warn_if_open(auth.is_some(), addr);
     }
 
     let rumqttd = internal::launch(&config).await?;
@@ -130,6 +156,7 @@ pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         sessions: Arc::default(),
         config,
         rumqttd,
+        auth,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     });
@@ -159,9 +186,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
 }
 
 /// Anyone who can reach a non-loopback port could publish into the chain's inputs.
-fn warn_if_open(config: &BrokerConfig, addr: SocketAddr) {
-    if !addr.ip().is_loopback() && config.users.is_empty() {
-        warn!(listen = %addr, "listening beyond loopback with no [[users]] configured: anyone who can reach this port can connect");
+fn warn_if_open(authenticated: bool, addr: SocketAddr) {
+    if !addr.ip().is_loopback() && !authenticated {
+        warn!(listen = %addr, "listening beyond loopback with no users configured: anyone who can reach this port can connect and publish");
     }
 }
 

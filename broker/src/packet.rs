@@ -43,7 +43,7 @@ pub enum PacketError {
 }
 
 /// Encodes an MQTT variable byte integer.
-fn push_varint(out: &mut Vec<u8>, mut value: usize) {
+pub(crate) fn push_varint(out: &mut Vec<u8>, mut value: usize) {
     loop {
         let mut byte = (value % 128) as u8;
         value /= 128;
@@ -73,6 +73,8 @@ pub struct Connect {
     pub username: Option<String>,
     /// Password bytes, if the password flag is set.
     pub password: Option<Vec<u8>>,
+    /// The will topic, if the will flag is set (a will is a publish too).
+    pub will_topic: Option<String>,
     keep_alive_at: usize,
     client_id_field: Range<usize>,
 }
@@ -162,13 +164,18 @@ impl Connect {
         let client_id = std::str::from_utf8(id)
             .map_err(|_| PacketError::ClientIdNotUtf8)?
             .to_owned();
-        if flags & 0x04 != 0 {
+        let will_topic = if flags & 0x04 != 0 {
             if version == ProtocolVersion::V5 {
                 r.properties("will properties")?;
             }
-            r.binary("will topic")?;
+            let topic = r.binary("will topic")?;
             r.binary("will payload")?;
-        }
+            let topic = std::str::from_utf8(topic)
+                .map_err(|_| PacketError::MalformedConnect("will topic is not UTF-8"))?;
+            Some(topic.to_owned())
+        } else {
+            None
+        };
         let username = if flags & 0x80 != 0 {
             Some(String::from_utf8_lossy(r.binary("username")?).into_owned())
         } else {
@@ -186,6 +193,7 @@ impl Connect {
             keep_alive,
             username,
             password,
+            will_topic,
             keep_alive_at,
             client_id_field,
         })
@@ -263,6 +271,15 @@ pub const DISCONNECT_PACKET_TOO_LARGE: [u8; 4] = [0xe0, 0x02, 0x95, 0x00];
 
 /// MQTT 5 DISCONNECT with reason 0x8E "session taken over".
 pub const DISCONNECT_SESSION_TAKEN_OVER: [u8; 4] = [0xe0, 0x02, 0x8e, 0x00];
+
+/// MQTT 5 DISCONNECT with reason 0x87 "not authorized".
+pub const DISCONNECT_NOT_AUTHORIZED: [u8; 4] = [0xe0, 0x02, 0x87, 0x00];
+
+/// MQTT 5 DISCONNECT with reason 0x94 "topic alias invalid".
+pub const DISCONNECT_TOPIC_ALIAS_INVALID: [u8; 4] = [0xe0, 0x02, 0x94, 0x00];
+
+/// MQTT 5 DISCONNECT with reason 0x81 "malformed packet".
+pub const DISCONNECT_MALFORMED: [u8; 4] = [0xe0, 0x02, 0x81, 0x00];
 
 /// MQTT 5 DISCONNECT with reason 0x8B "server shutting down".
 pub const DISCONNECT_SHUTTING_DOWN: [u8; 4] = [0xe0, 0x02, 0x8b, 0x00];

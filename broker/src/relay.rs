@@ -1,9 +1,10 @@
 //! Relaying an accepted client to rumqttd once its CONNECT passed the guards.
 //!
 //! Client → broker bytes are framed (fixed headers only, bodies are skipped) so a packet over
-//! the limit is caught before rumqttd sees it; broker → client bytes are copied as they come,
-//! with only their packet boundaries tracked so the front door can insert its own DISCONNECT
-//! without cutting a relayed packet in half.
+//! the limit is caught before rumqttd sees it; with users configured they pass the permission
+//! gate ([`crate::gate`]) instead, which reads whole packets. Broker → client bytes are copied
+//! as they come, with only their packet boundaries tracked so the front door can insert its own
+//! DISCONNECT, PUBACK or SUBACK without cutting a relayed packet in half.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::framing::Framer;
+use crate::gate::{Gate, GateError};
 use crate::packet::{
-    PacketError, ProtocolVersion, DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SESSION_TAKEN_OVER,
-    DISCONNECT_SHUTTING_DOWN,
+    PacketError, ProtocolVersion, DISCONNECT_MALFORMED, DISCONNECT_NOT_AUTHORIZED,
+    DISCONNECT_PACKET_TOO_LARGE, DISCONNECT_SESSION_TAKEN_OVER, DISCONNECT_SHUTTING_DOWN,
+    DISCONNECT_TOPIC_ALIAS_INVALID,
 };
 
 /// Bytes read per system call in each direction.
@@ -80,10 +83,21 @@ pub(crate) enum RelayEnd {
     BrokerClosed,
     /// The client sent a packet over the limit or broke framing.
     Violation(PacketError),
+    /// The permission gate refused a packet in a way that ends the connection.
+    Refused(GateError),
     /// The broker is shutting down.
     Shutdown,
     /// A newer connection with the same client id took over.
     TakenOver,
+}
+
+/// How client → broker bytes are checked: only framed (no users configured), or gated by the
+/// user's permissions.
+pub(crate) enum Inbound {
+    /// Boundaries and the size limit only; bytes pass as read.
+    Framed(Framer),
+    /// Whole packets, PUBLISH and SUBSCRIBE checked against the user's permissions.
+    Gated(Box<Gate>),
 }
 
 /// Per-connection facts the relay needs.
@@ -104,7 +118,7 @@ pub(crate) async fn relay<C>(
     client: C,
     upstream: TcpStream,
     params: RelayParams,
-    mut to_broker: Framer,
+    mut to_broker: Inbound,
     mut to_client: Framer,
 ) -> RelayEnd
 where
@@ -114,6 +128,9 @@ where
     let (mut broker_rx, mut broker_tx) = upstream.into_split();
     let mut client_buf = vec![0u8; CHUNK];
     let mut broker_buf = vec![0u8; CHUNK];
+    // The gate's output: packets allowed through, and the front door's own answers.
+    let mut forward = Vec::new();
+    let mut reply = Vec::new();
     let shutdown = &params.shutdown;
 
     let end = loop {
@@ -125,18 +142,42 @@ where
                     Ok(0) | Err(_) => break RelayEnd::ClientClosed,
                     Ok(n) => n,
                 };
-                match to_broker.feed(&client_buf[..n]) {
-                    Ok(()) => {
-                        if write(&mut broker_tx, &client_buf[..n], shutdown).await.is_err() {
-                            break RelayEnd::BrokerClosed;
+                let (allowed, refused) = match &mut to_broker {
+                    Inbound::Framed(framer) => match framer.feed(&client_buf[..n]) {
+                        Ok(()) => (&client_buf[..n], None),
+                        // The packets before the offending one are complete: let rumqttd
+                        // have them, then cut its connection.
+                        Err((whole, violation)) => {
+                            (&client_buf[..whole], Some(RelayEnd::Violation(violation)))
                         }
+                    },
+                    Inbound::Gated(gate) => {
+                        forward.clear();
+                        reply.clear();
+                        let verdict = gate.feed(&client_buf[..n], &mut forward, &mut reply);
+                        (&forward[..], verdict.err().map(gate_end))
                     }
-                    Err((whole, violation)) => {
-                        // The packets before the offending one are complete: let rumqttd have
-                        // them, then cut its connection.
-                        let _ = write(&mut broker_tx, &client_buf[..whole], shutdown).await;
-                        break RelayEnd::Violation(violation);
+                };
+                if !allowed.is_empty() && write(&mut broker_tx, allowed, shutdown).await.is_err() {
+                    break RelayEnd::BrokerClosed;
+                }
+                if let Some(end) = refused {
+                    break end;
+                }
+                if !reply.is_empty() {
+                    // The front door's answer must not land inside a packet rumqttd is sending.
+                    let finished = tokio::time::timeout(
+                        FINISH_PACKET_TIMEOUT,
+                        finish_packet(&mut broker_rx, &mut client_tx, &mut to_client, &mut broker_buf),
+                    )
+                    .await;
+                    if !matches!(finished, Ok(Ok(()))) {
+                        break RelayEnd::BrokerClosed;
                     }
+                    if write(&mut client_tx, &reply, shutdown).await.is_err() {
+                        break RelayEnd::ClientClosed;
+                    }
+                    reply.clear();
                 }
             }
             read = broker_rx.read(&mut broker_buf) => {
@@ -159,6 +200,15 @@ where
         }
         (RelayEnd::Shutdown, ProtocolVersion::V5) => Some(&DISCONNECT_SHUTTING_DOWN),
         (RelayEnd::TakenOver, ProtocolVersion::V5) => Some(&DISCONNECT_SESSION_TAKEN_OVER),
+        (RelayEnd::Refused(GateError::Forbidden(_)), ProtocolVersion::V5) => {
+            Some(&DISCONNECT_NOT_AUTHORIZED)
+        }
+        (RelayEnd::Refused(GateError::UnknownTopicAlias(_)), ProtocolVersion::V5) => {
+            Some(&DISCONNECT_TOPIC_ALIAS_INVALID)
+        }
+        (RelayEnd::Refused(GateError::Malformed(_)), ProtocolVersion::V5) => {
+            Some(&DISCONNECT_MALFORMED)
+        }
         _ => None,
     };
     if let Some(goodbye) = goodbye {
@@ -186,7 +236,7 @@ where
     )
     .await;
     let _ = client_tx.shutdown().await;
-    if matches!(end, RelayEnd::Violation(_)) {
+    if matches!(end, RelayEnd::Violation(_) | RelayEnd::Refused(_)) {
         // Closing a socket with unread input makes the kernel send RST, which can destroy the
         // DISCONNECT before the client reads it: read what the client still sends, bounded.
         let _ = tokio::time::timeout(LINGER, drain(&mut client_rx, &mut client_buf)).await;
@@ -195,9 +245,20 @@ where
         RelayEnd::Violation(violation) => {
             warn!(peer = %params.peer, cause = %violation, "closing connection")
         }
+        RelayEnd::Refused(refusal) => {
+            warn!(peer = %params.peer, cause = %refusal, "closing connection")
+        }
         other => debug!(peer = %params.peer, end = ?other, "connection ended"),
     }
     end
+}
+
+/// How the relay ends when the gate refuses: framing errors stay violations of the limit.
+fn gate_end(err: GateError) -> RelayEnd {
+    match err {
+        GateError::Packet(violation) => RelayEnd::Violation(violation),
+        other => RelayEnd::Refused(other),
+    }
 }
 
 /// Writes all of `bytes` unless shutdown is signalled first (a stalled client must not hold

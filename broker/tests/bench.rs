@@ -24,3 +24,15 @@ async fn bench_measures_both_paths_and_reports_them_as_json() {
 async fn bench_refuses_zero_messages() {
     assert!(bench::front_door(0, 100).await.is_err());
 }
+
+#[tokio::test]
+async fn authenticated_bench_logs_in_and_passes_the_permission_gate() {
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        bench::front_door_authenticated(200, 100),
+    )
+    .await
+    .expect("bench finishes")
+    .expect("logged-in clients publish and subscribe through the gate");
+    assert!(report.front_door_msgs_per_sec > 0.0);
+}

@@ -13,21 +13,31 @@ fn default_config_toml_parses_to_the_default_config() {
 }
 
 #[test]
-fn from_file_reads_users_and_durations() {
+fn from_file_reads_inline_hashed_users_and_durations() {
+    let hash = wattchain_broker::hash_password("p").expect("hash");
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     writeln!(
         file,
-        "listen = \"0.0.0.0:1884\"\nconnect_timeout = \"3s\"\n[[users]]\nusername = \"u\"\npassword = \"p\""
+        "listen = \"0.0.0.0:1884\"\nconnect_timeout = \"3s\"\n[[users]]\nusername = \"u\"\npassword_hash = {hash:?}\npublish = [\"a/#\"]"
     )
     .expect("write");
     let config = BrokerConfig::from_file(file.path()).expect("valid file");
     assert_eq!(config.listen.port(), 1884);
     assert_eq!(config.connect_timeout, std::time::Duration::from_secs(3));
     assert_eq!(config.users.len(), 1);
+    assert!(config.users[0].permissions().may_publish("a/b"));
     assert!(
-        !format!("{config:?}").contains("password: \"p\""),
-        "Debug hides the password"
+        !format!("{config:?}").contains(&hash),
+        "Debug hides the hash"
     );
+}
+
+#[test]
+fn a_plaintext_password_in_the_config_is_rejected_with_the_path() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    writeln!(file, "[[users]]\nusername = \"u\"\npassword = \"p\"").expect("write");
+    let err = BrokerConfig::from_file(file.path()).expect_err("plaintext rejected");
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
 }
 
 #[test]

@@ -73,3 +73,81 @@ async fn tls_client_publishes_to_a_plain_subscriber_and_idle_tls_sockets_are_clo
     sub.stop().await;
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn tls_with_a_users_file_serves_mosquitto_clients_with_cafile_and_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = ca_and_server_cert(dir.path());
+    let config = BrokerConfig {
+        tls: Some(TlsConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            cert: pki.cert,
+            key: pki.key,
+        }),
+        ..config_with_roles(dir.path())
+    };
+    let broker = start(config).await;
+    let tls_addr = broker.tls_local_addr().expect("TLS listener");
+    let cafile = pki.ca.to_string_lossy().into_owned();
+    let mut sub = MosquittoSub::start_with(
+        tls_addr,
+        "mqttv5",
+        "watcher-tls",
+        "wattchain/ledger/block",
+        &["--cafile", &cafile, "-u", "watcher", "-P", "watcher-secret"],
+    )
+    .await;
+
+    // Over TLS the same refusals apply: a wrong password is told so.
+    let (host, port) = (tls_addr.ip().to_string(), tls_addr.port().to_string());
+    let wrong = mosquitto_run(
+        "mosquitto_sub",
+        &[
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "--cafile",
+            &cafile,
+            "-u",
+            "watcher",
+            "-P",
+            "guess",
+            "-t",
+            "wattchain/#",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ],
+    )
+    .await;
+    assert_ne!(wrong.code, Some(0));
+    assert!(
+        wrong
+            .stderr
+            .to_lowercase()
+            .contains("bad user name or password"),
+        "{}",
+        wrong.stderr
+    );
+
+    mosquitto_pub_with(
+        tls_addr,
+        "mqttv311",
+        "wattchain/ledger/block",
+        &["block over tls".to_owned()],
+        &[
+            "--cafile",
+            &cafile,
+            "-u",
+            "publisher",
+            "-P",
+            "publisher-secret",
+        ],
+    )
+    .await;
+    assert_eq!(sub.next_payload().await, "block over tls");
+    sub.stop().await;
+    broker.shutdown().await;
+}

@@ -3,11 +3,15 @@
 // Each test binary compiles this module and uses a different subset of it.
 #![allow(dead_code, unused_imports)]
 
+mod certs;
 mod clients;
 mod mosquitto;
+mod users;
 
+pub use certs::*;
 pub use clients::*;
 pub use mosquitto::*;
+pub use users::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;

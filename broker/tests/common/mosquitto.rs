@@ -20,6 +20,17 @@ pub struct MosquittoSub {
 impl MosquittoSub {
     /// Starts `mosquitto_sub -d -V <version> -q 1 -t <filter>` and waits for its SUBACK.
     pub async fn start(addr: SocketAddr, version: &str, id: &str, filter: &str) -> MosquittoSub {
+        Self::start_with(addr, version, id, filter, &[]).await
+    }
+
+    /// [`MosquittoSub::start`] with extra command-line arguments (credentials, TLS).
+    pub async fn start_with(
+        addr: SocketAddr,
+        version: &str,
+        id: &str,
+        filter: &str,
+        extra: &[&str],
+    ) -> MosquittoSub {
         // mosquitto_sub block-buffers a piped stdout; stdbuf makes it flush every line.
         let mut child = Command::new("stdbuf")
             .args([
@@ -31,6 +42,7 @@ impl MosquittoSub {
                 "-p",
                 &addr.port().to_string(),
             ])
+            .args(extra)
             .args(["-V", version, "-q", "1", "-i", id, "-t", filter])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -88,6 +100,34 @@ impl MosquittoSub {
     /// Kills the process.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+/// How a mosquitto client process ended: exit code and stderr.
+pub struct Exit {
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+}
+
+/// Runs `program` (mosquitto_pub or mosquitto_sub) with `args` to completion, bounded.
+pub async fn mosquitto_run(program: &str, args: &[&str]) -> Exit {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto clients must be installed");
+    let output = timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("mosquitto client timed out")
+        .expect("mosquitto client ran");
+    Exit {
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
