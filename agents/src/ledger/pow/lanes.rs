@@ -38,6 +38,16 @@ trait Lanes: Copy {
     unsafe fn maj(a: Self, b: Self, c: Self) -> Self;
 }
 
+/// One SHA-256 round; the caller rotates the names so no register moves are needed.
+macro_rules! round {
+    ($V:ty, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $kw:expr) => {
+        let t1 = $h.add($e.big_sigma1()).add(<$V>::ch($e, $f, $g).add($kw));
+        let t2 = $a.big_sigma0().add(<$V>::maj($a, $b, $c));
+        $d = $d.add(t1);
+        $h = t1.add(t2);
+    };
+}
+
 /// The final SHA-256 state of every lane, word-major: `out[word][lane]`.
 ///
 /// # Safety
@@ -49,16 +59,31 @@ unsafe fn compress<V: Lanes>(plan: &Plan, lows: &V::Words) -> [V::Words; 8] {
     // values and plain references, no raw pointers.
     unsafe {
         let w7 = V::load(lows);
-        let mut w = [V::splat(0); 64];
-        for (lane, word) in w.iter_mut().zip(plan.w) {
-            *lane = V::splat(word);
-        }
-        w[7] = w7;
-        for t in FIRST_VARYING_W..64 {
-            w[t] = w[t - 2]
-                .small_sigma1()
-                .add(w[t - 7])
-                .add(w[t - 15].small_sigma0().add(w[t - 16]));
+        // The last 16 message words, W[t] at index t % 16, starting with W6..W21 for t = 22.
+        // Built element by element: a zeroed array would cost a memset per batch.
+        let mut ring: [V; 16] = std::array::from_fn(|i| {
+            let t = if i < 6 { i + 16 } else { i };
+            if t == 7 {
+                w7
+            } else {
+                V::splat(plan.w[t])
+            }
+        });
+        // K[t] + W[t] for round t: a scalar for the words all lanes share, else the schedule.
+        macro_rules! kw {
+            ($t:expr) => {{
+                let t: usize = $t;
+                if t < FIRST_VARYING_W {
+                    V::splat(K[t].wrapping_add(plan.w[t]))
+                } else {
+                    let w = ring[(t - 2) % 16]
+                        .small_sigma1()
+                        .add(ring[(t - 7) % 16])
+                        .add(ring[(t - 15) % 16].small_sigma0().add(ring[t % 16]));
+                    ring[t % 16] = w;
+                    V::splat(K[t]).add(w)
+                }
+            }};
         }
         let r = plan.after7;
         let (mut a, mut b, mut c, mut d) = (
@@ -73,22 +98,17 @@ unsafe fn compress<V: Lanes>(plan: &Plan, lows: &V::Words) -> [V::Words; 8] {
             V::splat(r[6]),
             V::splat(r[7]),
         );
-        for t in 8..64 {
-            let kw = if t < FIRST_VARYING_W {
-                V::splat(K[t].wrapping_add(plan.w[t]))
-            } else {
-                V::splat(K[t]).add(w[t])
-            };
-            let t1 = h.add(e.big_sigma1()).add(V::ch(e, f, g).add(kw));
-            let t2 = a.big_sigma0().add(V::maj(a, b, c));
-            h = g;
-            g = f;
-            f = e;
-            e = d.add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.add(t2);
+        // Rounds 8..=63 in seven groups of eight; after eight rotations the names line up again.
+        for group in 1..8 {
+            let t = group * 8;
+            round!(V, a, b, c, d, e, f, g, h, kw!(t));
+            round!(V, h, a, b, c, d, e, f, g, kw!(t + 1));
+            round!(V, g, h, a, b, c, d, e, f, kw!(t + 2));
+            round!(V, f, g, h, a, b, c, d, e, kw!(t + 3));
+            round!(V, e, f, g, h, a, b, c, d, kw!(t + 4));
+            round!(V, d, e, f, g, h, a, b, c, kw!(t + 5));
+            round!(V, c, d, e, f, g, h, a, b, kw!(t + 6));
+            round!(V, b, c, d, e, f, g, h, a, kw!(t + 7));
         }
         let mut out = [V::Words::default(); 8];
         for ((slot, v), m) in out.iter_mut().zip([a, b, c, d, e, f, g, h]).zip(plan.mid) {
