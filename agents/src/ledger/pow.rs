@@ -20,7 +20,7 @@ use sha2::digest::consts::U64;
 use sha2::digest::generic_array::GenericArray;
 
 use super::encoding::{HeaderPrefix, HEADER_LEN};
-use engine::Plan;
+use engine::{lane_state, Kernel, Plan, MAX_LANES};
 pub use engine::{Engine, UnknownEngine, UnsupportedEngine};
 
 /// Trials between two looks at the stop flags (tens of microseconds of work).
@@ -128,69 +128,6 @@ impl Midstate {
         }
         Plan::new(self.state, fixed, hi)
     }
-}
-
-/// The most lanes any engine runs at once.
-const MAX_LANES: usize = 16;
-
-/// Final states of one batch, word-major: `states[word][lane]`.
-type States = [[u32; MAX_LANES]; 8];
-
-/// An engine ready to run: holds the detection proof the SIMD kernels require.
-#[derive(Debug, Clone, Copy)]
-enum Kernel {
-    Portable,
-    Avx2(lanes::Avx2),
-    Avx512(lanes::Avx512),
-}
-
-impl Kernel {
-    /// Detects `engine`'s instruction set.
-    fn new(engine: Engine) -> Result<Kernel, UnsupportedEngine> {
-        let kernel = match engine {
-            Engine::Portable => Some(Kernel::Portable),
-            Engine::Avx2 => lanes::Avx2::detect().map(Kernel::Avx2),
-            Engine::Avx512 => lanes::Avx512::detect().map(Kernel::Avx512),
-        };
-        kernel.ok_or(UnsupportedEngine(engine))
-    }
-
-    /// The engine this kernel runs.
-    fn engine(self) -> Engine {
-        match self {
-            Kernel::Portable => Engine::Portable,
-            Kernel::Avx2(_) => Engine::Avx2,
-            Kernel::Avx512(_) => Engine::Avx512,
-        }
-    }
-
-    /// Final states of the first `lanes()` nonces `plan.hi << 32 | lows[i]`.
-    #[inline]
-    fn run(self, midstate: &Midstate, plan: &Plan, lows: &[u32; MAX_LANES]) -> States {
-        let mut states = [[0u32; MAX_LANES]; 8];
-        match self {
-            Kernel::Portable => {
-                let nonce = u64::from(plan.hi) << 32 | u64::from(lows[0]);
-                for (word, value) in states.iter_mut().zip(midstate.portable_state(nonce)) {
-                    word[0] = value;
-                }
-            }
-            Kernel::Avx2(avx2) => {
-                let mut eight = [0u32; 8];
-                eight.copy_from_slice(&lows[..8]);
-                for (word, lanes) in states.iter_mut().zip(avx2.compress(plan, &eight)) {
-                    word[..8].copy_from_slice(&lanes);
-                }
-            }
-            Kernel::Avx512(avx512) => states = avx512.compress(plan, lows),
-        }
-        states
-    }
-}
-
-/// Lane `lane`'s state out of a word-major batch.
-fn lane_state(states: &States, lane: usize) -> [u32; 8] {
-    states.map(|word| word[lane])
 }
 
 /// The digest bytes of a final SHA-256 state.

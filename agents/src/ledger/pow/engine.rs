@@ -1,15 +1,16 @@
-//! Trial engines: how one batch of nonces is hashed, and the per-block precomputation they share.
+//! Trial engines: which instruction set hashes a batch of nonces ([`Engine`], and `Kernel`,
+//! an engine whose detection succeeded), and the per-block precomputation they share.
 //!
 //! Every trial compresses the same 64-byte second block except for the nonce's low word (W7),
 //! and within a batch of lanes the nonce's high word (W6) is shared. So everything that does not
-//! depend on W7 is computed once per [`Plan`]: message words W0..W21 and the state after rounds
+//! depend on W7 is computed once per `Plan`: message words W0..W21 and the state after rounds
 //! 0..=7 (W7 enters round 7 only through T1, linearly, so the lanes add it afterwards). The
-//! SIMD engines in [`super::lanes`] then run rounds 8..=63 for 8 or 16 nonces at once.
+//! SIMD kernels in `pow::lanes` then run rounds 8..=63 for 8 or 16 nonces at once.
 
 use std::fmt;
 use std::str::FromStr;
 
-use super::lanes;
+use super::{lanes, Midstate};
 
 /// SHA-256 round constants (FIPS 180-4, 4.2.2).
 pub(super) const K: [u32; 64] = [
@@ -103,6 +104,69 @@ impl FromStr for Engine {
             .find(|e| e.name() == s)
             .ok_or_else(|| UnknownEngine(s.to_owned()))
     }
+}
+
+/// The most lanes any engine runs at once.
+pub(super) const MAX_LANES: usize = 16;
+
+/// Final states of one batch, word-major: `states[word][lane]`.
+pub(super) type States = [[u32; MAX_LANES]; 8];
+
+/// An engine ready to run: holds the detection proof the SIMD kernels require.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kernel {
+    Portable,
+    Avx2(lanes::Avx2),
+    Avx512(lanes::Avx512),
+}
+
+impl Kernel {
+    /// Detects `engine`'s instruction set.
+    pub(super) fn new(engine: Engine) -> Result<Kernel, UnsupportedEngine> {
+        let kernel = match engine {
+            Engine::Portable => Some(Kernel::Portable),
+            Engine::Avx2 => lanes::Avx2::detect().map(Kernel::Avx2),
+            Engine::Avx512 => lanes::Avx512::detect().map(Kernel::Avx512),
+        };
+        kernel.ok_or(UnsupportedEngine(engine))
+    }
+
+    /// The engine this kernel runs.
+    pub(super) fn engine(self) -> Engine {
+        match self {
+            Kernel::Portable => Engine::Portable,
+            Kernel::Avx2(_) => Engine::Avx2,
+            Kernel::Avx512(_) => Engine::Avx512,
+        }
+    }
+
+    /// Final states of the first `lanes()` nonces `plan.hi << 32 | lows[i]`.
+    #[inline]
+    pub(super) fn run(self, midstate: &Midstate, plan: &Plan, lows: &[u32; MAX_LANES]) -> States {
+        let mut states = [[0u32; MAX_LANES]; 8];
+        match self {
+            Kernel::Portable => {
+                let nonce = u64::from(plan.hi) << 32 | u64::from(lows[0]);
+                for (word, value) in states.iter_mut().zip(midstate.portable_state(nonce)) {
+                    word[0] = value;
+                }
+            }
+            Kernel::Avx2(avx2) => {
+                let mut eight = [0u32; 8];
+                eight.copy_from_slice(&lows[..8]);
+                for (word, lanes) in states.iter_mut().zip(avx2.compress(plan, &eight)) {
+                    word[..8].copy_from_slice(&lanes);
+                }
+            }
+            Kernel::Avx512(avx512) => states = avx512.compress(plan, lows),
+        }
+        states
+    }
+}
+
+/// Lane `lane`'s state out of a word-major batch.
+pub(super) fn lane_state(states: &States, lane: usize) -> [u32; 8] {
+    states.map(|word| word[lane])
 }
 
 /// What the lane kernels need for one (midstate, nonce high word): all nonce-independent work.

@@ -20,7 +20,7 @@ use super::engine::{Plan, FIRST_VARYING_W, K};
 /// # Safety
 /// Every method requires the CPU feature of its implementation; only call them from a
 /// function compiled with that feature, after run-time detection.
-#[allow(dead_code)] // Unused on targets without any SIMD implementation.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // No SIMD implementation there.
 trait Lanes: Copy {
     /// The lanes as plain words, for loading nonces and storing states.
     type Words: Copy + Default;
@@ -52,7 +52,7 @@ macro_rules! round {
 ///
 /// # Safety
 /// The CPU must support `V`'s instruction set (see [`Lanes`]).
-#[allow(dead_code)] // Unused on targets without any SIMD implementation.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // No SIMD implementation there.
 #[inline(always)]
 unsafe fn compress<V: Lanes>(plan: &Plan, lows: &V::Words) -> [V::Words; 8] {
     // SAFETY: the caller guarantees the feature; everything below is register arithmetic on
