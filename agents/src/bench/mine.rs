@@ -25,7 +25,7 @@ const TIMESTAMP_MS: u64 = 1_795_224_695_123;
 /// Which search loop to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    /// The publisher's miner with the given engine (`None`: the fastest this CPU supports).
+    /// The publisher's miner with the given engine (`None`: its default, `Engine::preferred`).
     Miner(Option<Engine>),
     /// The textbook loop: serialise + SHA-256 the whole header + hex compare, per trial.
     Naive,

@@ -166,11 +166,11 @@ impl Default for Miner {
 }
 
 impl Miner {
-    /// A miner with `threads` threads (at least one) and the fastest engine this CPU supports.
+    /// A miner with `threads` threads (at least one) and [`Engine::preferred`].
     pub fn new(threads: usize) -> Miner {
         Miner {
             threads: threads.max(1),
-            engine: Engine::best(),
+            engine: Engine::preferred(),
         }
     }
 

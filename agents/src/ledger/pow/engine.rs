@@ -61,6 +61,19 @@ impl Engine {
             .unwrap_or(Engine::Portable)
     }
 
+    /// The engine [`Miner::new`](super::Miner::new) uses: [`Engine::best`] in optimised builds.
+    ///
+    /// Unoptimised (debug) builds use the portable engine instead: the dev profile compiles
+    /// `sha2` at opt-level 3, while un-inlined SIMD intrinsics run about 4x slower than it,
+    /// which would slow every test that mines. Tests still select the SIMD engines explicitly.
+    pub fn preferred() -> Engine {
+        if cfg!(debug_assertions) {
+            Engine::Portable
+        } else {
+            Engine::best()
+        }
+    }
+
     /// Whether this CPU can run the engine (detected at run time).
     pub fn is_supported(self) -> bool {
         match self {
