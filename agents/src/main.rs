@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: ChainCommand,
     },
+    /// Measure this machine.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
 }
 
 /// How agents reach the broker.
@@ -292,6 +297,34 @@ enum ChainCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Trials per second of the miner (the publisher's code path, at a difficulty never met).
+    Mine(BenchMineArgs),
+}
+
+#[derive(Args)]
+struct BenchMineArgs {
+    /// How long to measure, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Mining threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON line: {"threads","seconds","trials","trials_per_sec"}.
+    #[arg(long)]
+    json: bool,
+    /// Measure the textbook method instead: serialise, hash and hex-compare the header per trial.
+    #[arg(long)]
+    naive: bool,
+    /// Force a mining engine (portable, avx2, avx512), for comparison.
+    #[arg(long, hide = true, conflicts_with = "naive")]
+    engine: Option<ledger::Engine>,
+    /// Shorthand for `--engine portable`.
+    #[arg(long, hide = true, conflicts_with_all = ["naive", "engine"])]
+    portable: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -394,7 +427,42 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Chain {
             command: ChainCommand::Verify { file },
         } => Ok(verify_chain(&file)),
+        Command::Bench {
+            command: BenchCommand::Mine(args),
+        } => run_bench_mine(args).await,
     }
+}
+
+async fn run_bench_mine(args: BenchMineArgs) -> Result<ExitCode> {
+    use wattchain::bench::mine::{self, Method};
+    let duration = Duration::try_from_secs_f64(args.seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--seconds must be a positive number")?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| ledger::Miner::all_cores().threads());
+    let method = match (args.naive, args.portable) {
+        (true, _) => Method::Naive,
+        (false, true) => Method::Miner(Some(ledger::Engine::Portable)),
+        (false, false) => Method::Miner(args.engine),
+    };
+    let report = tokio::task::spawn_blocking(move || mine::run(method, threads, duration))
+        .await
+        .context("benchmark thread")??;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let engine = report.engine.map_or("naive".to_owned(), |e| e.to_string());
+        println!(
+            "mine: {} thread(s), {engine}: {} trials in {:.2} s = {:.2} M trials/s",
+            report.threads,
+            report.trials,
+            report.seconds,
+            report.trials_per_sec / 1e6
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_up(args: UpArgs) -> Result<ExitCode> {

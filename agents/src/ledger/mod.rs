@@ -7,7 +7,7 @@
 //! - [`timestamp`]: the strict millisecond UTC timestamp the chain accepts.
 //! - [`encoding`]: the canonical bytes: data hash, 96-byte header, `Hash32`.
 //! - [`block`]: the `Block` JSON shape and `BlockTemplate`, what a publisher mines.
-//! - [`pow`]: the midstate, multi-threaded, cancellable miner and its benchmark.
+//! - [`pow`]: the midstate, multi-threaded, cancellable miner and its SIMD engines.
 //! - [`windows`]: run-length index of which block committed which window.
 //! - [`check`]: the chain rules applied block by block (`ChainChecker`, `Violation`).
 //! - [`store`]: `ChainStore`, the append-only, fsynced, verified-on-open chain file.
@@ -44,7 +44,7 @@ use std::path::PathBuf;
 pub use block::{Block, BlockData, BlockTemplate, MAX_DIFFICULTY, MAX_RECORDS_PER_BLOCK};
 pub use check::{ChainChecker, Violation};
 pub use encoding::{data_hash, Hash32, HeaderPrefix};
-pub use pow::{bench, BenchReport, Mined, Miner};
+pub use pow::{Engine, Mined, Miner, Search, UnsupportedEngine};
 pub use record::{digest_hex, digest_values, Averages, Digests, Record, RecordProblem};
 pub use store::{ChainStore, OpenReport};
 pub use timestamp::{Timestamp, TimestampError};

@@ -2,22 +2,28 @@
 //!
 //! The 96-byte header spans two 64-byte SHA-256 blocks and only the last 8 bytes (the nonce)
 //! change between trials. So the first block is compressed once per block (the midstate), and
-//! each trial patches the nonce into a prepared, already padded second block and compresses it.
-//! Threads interleave over the nonce space and poll a shared stop flag every
-//! [`POLL_EVERY`] trials, which bounds cancellation latency to well under a millisecond.
+//! each trial compresses the already padded second block with its nonce. On x86-64 an
+//! [`Engine`] chosen at run time hashes 8 (AVX2) or 16 (AVX-512) nonces per instruction stream,
+//! reusing all nonce-independent work ([`engine`]); elsewhere `sha2::compress256` runs one at a
+//! time. Each thread takes every `threads`-th batch of consecutive nonces and polls the stop
+//! flags every [`POLL_EVERY`] trials, which bounds cancellation latency to well under a
+//! millisecond.
+
+pub mod engine;
+mod lanes;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use sha2::compress256;
 use sha2::digest::consts::U64;
 use sha2::digest::generic_array::GenericArray;
-use sha2::{compress256, Digest, Sha256};
 
-use super::encoding::{HeaderPrefix, HEADER_LEN, HEADER_MAGIC};
+use super::encoding::{HeaderPrefix, HEADER_LEN};
+use engine::{lane_state, Kernel, Plan, MAX_LANES};
+pub use engine::{Engine, UnknownEngine, UnsupportedEngine};
 
-/// Trials between two looks at the stop flags (a few hundred microseconds of work).
+/// Trials between two looks at the stop flags (tens of microseconds of work).
 pub const POLL_EVERY: u64 = 1024;
 
 /// SHA-256 initial state (FIPS 180-4, 5.3.3).
@@ -44,7 +50,16 @@ pub struct Mined {
     pub nonce: u64,
     /// SHA-256 of the complete header.
     pub hash: [u8; 32],
-    /// Trials made by all threads together, including the winning one.
+    /// Trials (hashes computed) by all threads together, including the winning one.
+    pub trials: u64,
+}
+
+/// Outcome of one search, whether it succeeded or was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Search {
+    /// The winning nonce, or `None` if the search was cancelled (or the nonce space exhausted).
+    pub found: Option<Mined>,
+    /// Hashes computed by all threads together.
     pub trials: u64,
 }
 
@@ -73,11 +88,45 @@ impl Midstate {
 
     /// The block hash for `nonce` (one compression), as bytes.
     pub fn hash(&self, nonce: u64) -> [u8; 32] {
+        state_bytes(&self.portable_state(nonce))
+    }
+
+    /// Hashes of the nonces `hi << 32 | low` for each of `lows`, computed by `engine` in batches
+    /// of its lane count (a short last batch is padded and the padding discarded).
+    pub fn hash_lanes(
+        &self,
+        engine: Engine,
+        hi: u32,
+        lows: &[u32],
+    ) -> Result<Vec<[u8; 32]>, UnsupportedEngine> {
+        let kernel = Kernel::new(engine)?;
+        let plan = self.plan(hi);
+        let mut out = Vec::with_capacity(lows.len());
+        let mut batch = [0u32; MAX_LANES];
+        for chunk in lows.chunks(engine.lanes()) {
+            batch[..chunk.len()].copy_from_slice(chunk);
+            let states = kernel.run(self, &plan, &batch);
+            out.extend((0..chunk.len()).map(|lane| state_bytes(&lane_state(&states, lane))));
+        }
+        Ok(out)
+    }
+
+    /// The final state for `nonce` through `sha2::compress256`.
+    fn portable_state(&self, nonce: u64) -> [u32; 8] {
         let mut block = self.tail;
         block[NONCE_AT..NONCE_AT + 8].copy_from_slice(&nonce.to_be_bytes());
         let mut state = self.state;
         compress256(&mut state, std::slice::from_ref(&block));
-        state_bytes(&state)
+        state
+    }
+
+    /// The nonce-independent work for nonces with high word `hi`.
+    fn plan(&self, hi: u32) -> Plan {
+        let mut fixed = [0u32; 6];
+        for (word, chunk) in fixed.iter_mut().zip(self.tail[..NONCE_AT].chunks_exact(4)) {
+            *word = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        Plan::new(self.state, fixed, hi)
     }
 }
 
@@ -103,16 +152,11 @@ fn state_leading_zeros(state: &[u32; 8]) -> u32 {
     bits
 }
 
-/// Outcome of one search, whether it succeeded or was stopped.
-struct Search {
-    found: Option<(u64, [u8; 32])>,
-    trials: u64,
-}
-
-/// A proof-of-work miner using a fixed number of threads.
+/// A proof-of-work miner using a fixed number of threads and one [`Engine`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Miner {
     threads: usize,
+    engine: Engine,
 }
 
 impl Default for Miner {
@@ -122,10 +166,11 @@ impl Default for Miner {
 }
 
 impl Miner {
-    /// A miner with `threads` threads (at least one).
+    /// A miner with `threads` threads (at least one) and [`Engine::preferred`].
     pub fn new(threads: usize) -> Miner {
         Miner {
             threads: threads.max(1),
+            engine: Engine::preferred(),
         }
     }
 
@@ -134,9 +179,20 @@ impl Miner {
         Miner::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
+    /// The same miner running `engine` instead, if this CPU supports it.
+    pub fn with_engine(self, engine: Engine) -> Result<Miner, UnsupportedEngine> {
+        Kernel::new(engine)?;
+        Ok(Miner { engine, ..self })
+    }
+
     /// Number of threads this miner runs.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The engine this miner runs.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Searches a nonce giving at least `difficulty` leading zero bits; `None` once `cancel`
@@ -147,152 +203,109 @@ impl Miner {
         difficulty: u32,
         cancel: &AtomicBool,
     ) -> Option<Mined> {
-        let search = self.search(prefix, difficulty, cancel);
-        search.found.map(|(nonce, hash)| Mined {
-            nonce,
-            hash,
-            trials: search.trials,
-        })
+        self.search(prefix, difficulty, cancel).found
     }
 
-    fn search(&self, prefix: &HeaderPrefix, difficulty: u32, cancel: &AtomicBool) -> Search {
+    /// Like [`Miner::mine`], but also reports the work done when the search was cancelled.
+    pub fn search(&self, prefix: &HeaderPrefix, difficulty: u32, cancel: &AtomicBool) -> Search {
         let midstate = Midstate::new(prefix);
+        // `with_engine` checked support; a miner built elsewhere still falls back safely.
+        let kernel = Kernel::new(self.engine).unwrap_or(Kernel::Portable);
         let stop = AtomicBool::new(false);
         let found = Mutex::new(None);
         let total = AtomicU64::new(0);
         let step = self.threads as u64;
         std::thread::scope(|scope| {
             for first in 0..step {
-                let (midstate, stop, found, total) = (&midstate, &stop, &found, &total);
-                scope.spawn(move || {
-                    let mut block = midstate.tail;
-                    let mut nonce = first;
-                    let mut trials = 0u64;
-                    'search: loop {
-                        for _ in 0..POLL_EVERY {
-                            block[NONCE_AT..NONCE_AT + 8].copy_from_slice(&nonce.to_be_bytes());
-                            let mut state = midstate.state;
-                            compress256(&mut state, std::slice::from_ref(&block));
-                            trials += 1;
-                            if state_leading_zeros(&state) >= difficulty {
-                                let mut slot = found.lock().unwrap_or_else(|e| e.into_inner());
-                                // Another thread may have won in the meantime; keep the first.
-                                slot.get_or_insert((nonce, state_bytes(&state)));
-                                stop.store(true, Ordering::Relaxed);
-                                break 'search;
-                            }
-                            match nonce.checked_add(step) {
-                                Some(next) => nonce = next,
-                                None => break 'search,
-                            }
-                        }
-                        if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
-                            break;
-                        }
-                    }
-                    total.fetch_add(trials, Ordering::Relaxed);
-                });
+                let worker = Worker {
+                    midstate: &midstate,
+                    kernel,
+                    difficulty,
+                    stop: &stop,
+                    cancel,
+                    found: &found,
+                };
+                let total = &total;
+                scope.spawn(move || total.fetch_add(worker.run(first, step), Ordering::Relaxed));
             }
         });
+        let found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        let trials = total.into_inner();
         Search {
-            found: found.into_inner().unwrap_or_else(|e| e.into_inner()),
-            trials: total.into_inner(),
+            found: found.map(|(nonce, hash)| Mined {
+                nonce,
+                hash,
+                trials,
+            }),
+            trials,
         }
     }
 }
 
-/// Hash rate measured by [`bench()`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct BenchReport {
-    /// Threads used.
-    pub threads: usize,
-    /// Measured duration in seconds.
-    pub seconds: f64,
-    /// Trials made by all threads.
-    pub trials: u64,
-    /// `trials / seconds`.
-    pub trials_per_sec: f64,
+/// One mining thread's view of a search.
+struct Worker<'a> {
+    midstate: &'a Midstate,
+    kernel: Kernel,
+    difficulty: u32,
+    stop: &'a AtomicBool,
+    cancel: &'a AtomicBool,
+    found: &'a Mutex<Option<(u64, [u8; 32])>>,
 }
 
-/// Header fields of the sample block the benchmark hashes.
-fn bench_prefix() -> HeaderPrefix {
-    use super::encoding::Hash32;
-    HeaderPrefix::new(
-        1,
-        256,
-        &Hash32([0x5a; 32]),
-        &Hash32([0xa5; 32]),
-        1_795_224_695_123,
-    )
-}
-
-/// Measures trials per second for `duration` with `threads` threads.
-///
-/// `naive = false` runs the real miner at difficulty 256 (never met) until a timer cancels it.
-/// `naive = true` does it the textbook way per trial: serialise the header, SHA-256 it, hex it
-/// and compare the hex against a zero target, to show what the midstate design saves.
-pub fn bench(threads: usize, duration: Duration, naive: bool) -> BenchReport {
-    let miner = Miner::new(threads);
-    let cancel = AtomicBool::new(false);
-    let started = Instant::now();
-    let trials = std::thread::scope(|scope| {
-        let cancel = &cancel;
-        scope.spawn(move || {
-            std::thread::sleep(duration);
-            cancel.store(true, Ordering::Relaxed);
-        });
-        if naive {
-            naive_search(miner.threads, cancel)
-        } else {
-            miner.search(&bench_prefix(), 256, cancel).trials
-        }
-    });
-    let seconds = started.elapsed().as_secs_f64();
-    BenchReport {
-        threads: miner.threads,
-        seconds,
-        trials,
-        trials_per_sec: if seconds > 0.0 {
-            trials as f64 / seconds
-        } else {
-            0.0
-        },
-    }
-}
-
-/// The textbook search loop, for comparison only; runs until `cancel`.
-fn naive_search(threads: usize, cancel: &AtomicBool) -> u64 {
-    let total = AtomicU64::new(0);
-    let target = "0".repeat(64);
-    let (previous, data) = ([0x5au8; 32], [0xa5u8; 32]);
-    std::thread::scope(|scope| {
-        for first in 0..threads as u64 {
-            let (total, target) = (&total, &target);
-            scope.spawn(move || {
-                let mut nonce = first;
-                let mut trials = 0u64;
-                while !cancel.load(Ordering::Relaxed) {
-                    let mut header = Vec::with_capacity(HEADER_LEN);
-                    header.extend_from_slice(HEADER_MAGIC);
-                    header.extend_from_slice(&1u64.to_be_bytes());
-                    header.extend_from_slice(&256u32.to_be_bytes());
-                    header.extend_from_slice(&previous);
-                    header.extend_from_slice(&data);
-                    header.extend_from_slice(&1_795_224_695_123u64.to_be_bytes());
-                    header.extend_from_slice(&nonce.to_be_bytes());
-                    let digest = Sha256::digest(&header);
-                    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                    trials += 1;
-                    if hex.starts_with(target.as_str()) {
-                        break;
-                    }
-                    nonce = nonce.wrapping_add(threads as u64);
+impl Worker<'_> {
+    /// Hashes batches `first, first + step, ...` until a win, a stop or the end of the nonce
+    /// space; returns the number of hashes computed.
+    fn run(&self, first: u64, step: u64) -> u64 {
+        let lanes = self.kernel.engine().lanes() as u64;
+        // The word-0 pre-filter: a hash meeting the difficulty has at least this many leading
+        // zeros in its first state word.
+        let word0_zeros = self.difficulty.min(32);
+        let batches_per_poll = (POLL_EVERY / lanes).max(1);
+        let mut plan = self
+            .midstate
+            .plan((first.saturating_mul(lanes) >> 32) as u32);
+        let mut lows = [0u32; MAX_LANES];
+        let mut batch = first;
+        let mut trials = 0u64;
+        'search: loop {
+            for _ in 0..batches_per_poll {
+                // Lane counts divide 2^32, so a batch never straddles two high words.
+                let Some(base) = batch.checked_mul(lanes) else {
+                    break 'search;
+                };
+                let hi = (base >> 32) as u32;
+                if plan.hi != hi {
+                    plan = self.midstate.plan(hi);
                 }
-                total.fetch_add(trials, Ordering::Relaxed);
-            });
+                for (lane, low) in lows.iter_mut().enumerate() {
+                    *low = (base as u32).wrapping_add(lane as u32);
+                }
+                let states = self.kernel.run(self.midstate, &plan, &lows);
+                trials += lanes;
+                for lane in 0..lanes as usize {
+                    if states[0][lane].leading_zeros() < word0_zeros {
+                        continue;
+                    }
+                    let state = lane_state(&states, lane);
+                    if state_leading_zeros(&state) >= self.difficulty {
+                        let mut slot = self.found.lock().unwrap_or_else(|e| e.into_inner());
+                        // Another thread may have won in the meantime; keep the first.
+                        slot.get_or_insert((base + lane as u64, state_bytes(&state)));
+                        self.stop.store(true, Ordering::Relaxed);
+                        break 'search;
+                    }
+                }
+                match batch.checked_add(step) {
+                    Some(next) => batch = next,
+                    None => break 'search,
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) || self.cancel.load(Ordering::Relaxed) {
+                break;
+            }
         }
-    });
-    total.into_inner()
+        trials
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +313,7 @@ mod tests {
     use super::*;
     use crate::ledger::encoding::Hash32;
     use rand::{Rng, SeedableRng};
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn midstate_hash_equals_plain_sha256_of_the_header() {
@@ -353,13 +367,18 @@ mod tests {
     }
 
     #[test]
-    fn difficulty_zero_accepts_the_first_nonce_tried() {
+    fn difficulty_zero_accepts_the_first_nonce_tried_by_every_engine() {
         let prefix = HeaderPrefix::new(0, 0, &Hash32::ZERO, &Hash32::ZERO, 0);
-        let mined = Miner::new(1)
-            .mine(&prefix, 0, &AtomicBool::new(false))
-            .expect("trivial");
-        assert_eq!(mined.nonce, 0);
-        assert_eq!(mined.trials, 1);
+        for engine in Engine::ALL.into_iter().filter(|e| e.is_supported()) {
+            let miner = Miner::new(1).with_engine(engine).expect("supported");
+            let mined = miner
+                .mine(&prefix, 0, &AtomicBool::new(false))
+                .expect("trivial");
+            assert_eq!(mined.nonce, 0, "{engine}");
+            // One batch: the engine hashes all its lanes at once.
+            assert_eq!(mined.trials, engine.lanes() as u64, "{engine}");
+            assert_eq!(prefix.hash(0).0, mined.hash, "{engine}");
+        }
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl ChainStore {
             self.poisoned = true;
             return Err(io_error(&self.path)(source));
         }
-        if block.index % CHECKPOINT_EVERY == 0 {
+        if block.index.is_multiple_of(CHECKPOINT_EVERY) {
             self.checkpoints.push(self.len_bytes);
         }
         self.len_bytes += line.len() as u64;
