@@ -14,8 +14,10 @@
 //! - [`averager`]: the stateless averaging worker on the shared subscription.
 //! - [`publisher`]: assembles averages into records, mines and appends blocks.
 //! - [`up`]: the whole pipeline in one process (`wattchain up`).
+//! - [`bench`]: the benchmarks behind `wattchain bench`.
 
 pub mod averager;
+pub mod bench;
 pub mod bus;
 pub mod cabinet;
 pub mod ledger;

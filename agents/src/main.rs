@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use wattchain::averager::{self, AveragerConfig};
+use wattchain::bench;
 use wattchain::bus::{BrokerUrl, Bus, BusOptions, QoS};
 use wattchain::cabinet::{self, CabinetConfig};
 use wattchain::ledger;
@@ -47,6 +48,11 @@ enum Command {
     Averager(AveragerArgs),
     /// Run the publisher: assemble averages, mine blocks, keep the chain.
     Publisher(PublisherArgs),
+    /// Measure the pipeline or the Modbus acquisition.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Inspect the chain.
     Chain {
         #[command(subcommand)]
@@ -273,6 +279,14 @@ struct PublisherArgs {
 }
 
 #[derive(Subcommand)]
+enum BenchCommand {
+    /// Synthetic cabinets through the real averagers and publisher to the chain.
+    Pipeline(bench::pipeline::PipelineBench),
+    /// Modbus poll round trip and period jitter against the simulator.
+    Modbus(bench::modbus::ModbusBench),
+}
+
+#[derive(Subcommand)]
 enum ChainCommand {
     /// Verify a chain file: hashes, links, proof of work, records. Exit 1 names the first bad block.
     Verify {
@@ -380,6 +394,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         },
         Command::Averager(args) => run_averager(args).await,
         Command::Publisher(args) => run_publisher(args).await,
+        Command::Bench { command } => run_bench(command).await,
         Command::Chain {
             command: ChainCommand::Verify { file },
         } => Ok(verify_chain(&file)),
@@ -574,6 +589,33 @@ async fn run_publisher(args: PublisherArgs) -> Result<ExitCode> {
     )?;
     publisher::run(config, bus, shutdown_on_signals(), None).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_bench(command: BenchCommand) -> Result<ExitCode> {
+    let shutdown = shutdown_on_signals();
+    let (text, json, wants_json, ok) = match command {
+        BenchCommand::Pipeline(b) => {
+            let r = bench::pipeline::run(&b, shutdown).await?;
+            // Lost or duplicated windows fail the run: they are correctness, not speed.
+            let ok = r.failures.is_empty() && r.windows_lost == 0 && r.windows_duplicated == 0;
+            (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
+        }
+        BenchCommand::Modbus(b) => {
+            let r = bench::modbus::run(&b, shutdown).await?;
+            (
+                r.to_string(),
+                serde_json::to_string(&r)?,
+                b.json,
+                r.errors == 0,
+            )
+        }
+    };
+    println!("{}", if wants_json { json } else { text });
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn verify_chain(file: &std::path::Path) -> ExitCode {

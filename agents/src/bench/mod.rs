@@ -1,0 +1,8 @@
+//! Benchmarks behind `wattchain bench`: figures measured as ratios within one run, on the real
+//! components, never asserted as wall-clock in tests.
+//!
+//! - [`pipeline`]: synthetic cabinets through averagers and publisher to the chain.
+//! - [`modbus`]: the Modbus poll round trip and period jitter against the simulator.
+
+pub mod modbus;
+pub mod pipeline;
