@@ -198,11 +198,7 @@ async fn measure(
             missed += (skipped as u64).saturating_sub(1);
             if skipped == 1 {
                 let actual = started - prev_started;
-                jitter.push(if actual > bench.period {
-                    actual - bench.period
-                } else {
-                    bench.period - actual
-                });
+                jitter.push(actual.abs_diff(bench.period));
             }
         }
         previous = Some((scheduled, started));

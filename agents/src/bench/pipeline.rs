@@ -3,8 +3,10 @@
 //! C cabinet agents run with a synthetic source (only the Modbus read is replaced: the window
 //! cutter, the durable outbox, publishing and commit handling are the real ones) and publish R
 //! quadruplets per second each through the real topics, on the embedded broker or any broker
-//! given by URL. Every role runs in this process, each on its own MQTT session, as in
-//! `wattchain up`; the memory figures are therefore those of the whole process.
+//! given by URL. By default every role runs in this process, each on its own MQTT session, as
+//! in `wattchain up`, and the memory figures are those of the whole process; with
+//! `--processes` the broker, publisher and averagers are child processes ([`processes`]) and
+//! each reports its own.
 //!
 //! The bench counts from what it sees itself on `ledger/block`: the first publication of each
 //! block index, and in it each `(cabinet, window)` against the windows the cabinets produced.
@@ -22,6 +24,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod processes;
+
+use self::processes::Children;
+pub use self::processes::RoleMemory;
 use super::modbus::Spread;
 use crate::averager::{self, AveragerConfig};
 use crate::bus::{BrokerUrl, Bus, BusError, BusOptions, QoS};
@@ -64,6 +70,9 @@ pub struct PipelineBench {
     /// Where the outboxes and the chain are written (a fresh subdirectory, removed afterwards).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub data_dir: PathBuf,
+    /// Run the broker, publisher and averagers as child processes, each measured alone.
+    #[arg(long)]
+    pub processes: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +92,7 @@ impl PipelineBench {
             tick: Duration::from_millis(10),
             drain: Duration::from_secs(15),
             data_dir: std::env::temp_dir(),
+            processes: false,
             json: false,
         }
     }
@@ -100,6 +110,17 @@ pub enum PipelineBenchError {
     /// A session could not be opened or did not become ready.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A child process could not be started.
+    #[error("cannot start the {role} process: {source}")]
+    Spawn {
+        /// Its role.
+        role: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A child process did not become ready in time.
+    #[error("the {0} did not become ready")]
+    NotReady(&'static str),
     /// The data directory could not be created.
     #[error("bench data directory {path}: {source}")]
     DataDir {
@@ -141,6 +162,8 @@ pub struct PipelineReport {
     pub rss_peak_kib: u64,
     /// Seconds from start to the last new commit.
     pub elapsed_s: f64,
+    /// Memory of each child process (with `--processes`; empty otherwise).
+    pub roles: Vec<RoleMemory>,
     /// Roles that stopped with an error.
     pub failures: Vec<String>,
 }
@@ -168,11 +191,26 @@ impl fmt::Display for PipelineReport {
             ms(self.window_to_block.p99_us),
             ms(self.window_to_block.max_us)
         )?;
-        write!(
-            f,
-            "  memory       {} KiB idle, {} KiB peak (whole process: broker and every role)",
-            self.rss_idle_kib, self.rss_peak_kib
-        )?;
+        if self.roles.is_empty() {
+            write!(
+                f,
+                "  memory       {} KiB idle, {} KiB peak (whole process: broker and every role)",
+                self.rss_idle_kib, self.rss_peak_kib
+            )?;
+        } else {
+            write!(
+                f,
+                "  memory       bench process (cabinets, observer): {} KiB idle, {} KiB peak",
+                self.rss_idle_kib, self.rss_peak_kib
+            )?;
+            for r in &self.roles {
+                write!(
+                    f,
+                    "\n               {:<12} {} KiB idle, {} KiB peak",
+                    r.role, r.idle_kib, r.peak_kib
+                )?;
+            }
+        }
         for failure in &self.failures {
             write!(f, "\n  FAILED       {failure}")?;
         }
@@ -206,8 +244,13 @@ pub async fn run(
         ));
     }
     let dir = BenchDir::create(&bench.data_dir)?;
+    let mut children = Children::default();
     let (broker, url, broker_name) = match &bench.broker {
         Some(u) => (None, u.parse::<BrokerUrl>()?, u.clone()),
+        None if bench.processes => {
+            let url = children.start_broker().await?;
+            (None, url, "embedded".to_string())
+        }
         None => {
             let config = wattchain_broker::BrokerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -218,7 +261,8 @@ pub async fn run(
             (Some(b), url, "embedded".to_string())
         }
     };
-    let result = drive(bench, &dir.path, url, broker_name, &shutdown).await;
+    let result = drive(bench, &dir.path, url, broker_name, &mut children, &shutdown).await;
+    children.stop().await;
     if let Some(b) = broker {
         b.shutdown().await;
     }
@@ -230,6 +274,7 @@ async fn drive(
     dir: &Path,
     url: BrokerUrl,
     broker_name: String,
+    children: &mut Children,
     shutdown: &CancellationToken,
 ) -> Result<PipelineReport, PipelineBenchError> {
     let ready = Duration::from_secs(10);
@@ -239,36 +284,18 @@ async fn drive(
 
     let mut observer = Bus::connect(
         BusOptions::new(url.clone(), "bench-observer", "bench"),
-        vec![(topics.block(), QoS::AtLeastOnce)],
+        vec![
+            (topics.block(), QoS::AtLeastOnce),
+            (topics.agent_status("+"), QoS::AtLeastOnce),
+        ],
     )?;
     observer.wait_ready(ready).await?;
-
-    let pconf = PublisherConfig {
-        difficulty: bench.difficulty,
-        ..PublisherConfig::new("bench-publisher", dir.join("publisher"))
-    };
-    let bus = Bus::connect(
-        BusOptions::new(url.clone(), &pconf.id, publisher::ROLE),
-        pconf.subscriptions(),
-    )?;
-    bus.wait_ready(ready).await?;
-    let s = stop.clone();
-    roles.spawn(async move {
-        let r = publisher::run(pconf, bus, s, None).await;
-        RoleEnd::Other("publisher".into(), r.map(|_| ()).map_err(|e| e.to_string()))
-    });
-    for n in 1..=bench.averagers {
-        let aconf = AveragerConfig::new(&format!("bench-averager-{n}"), topics.clone());
-        let bus = Bus::connect(
-            BusOptions::new(url.clone(), &aconf.id, averager::ROLE),
-            aconf.subscriptions(),
-        )?;
-        bus.wait_ready(ready).await?;
-        let s = stop.clone();
-        roles.spawn(async move {
-            averager::run(aconf, bus, s).await;
-            RoleEnd::Other("averager".into(), Ok(()))
-        });
+    if bench.processes {
+        children
+            .start_agents(bench, &url, dir, &mut observer, &topics)
+            .await?;
+    } else {
+        spawn_agents(bench, &url, dir, &topics, &stop, &mut roles).await?;
     }
 
     let per_cabinet = ((bench.rate * bench.seconds) as u64 / bench.window as u64).max(1);
@@ -294,6 +321,7 @@ async fn drive(
         cabinets.push((id, config, bus, status_bus));
     }
     let rss_idle_kib = proc_status_kib("VmRSS").unwrap_or(0);
+    children.mark_idle();
     let mut tally = ChainTally::new(cabinets.iter().map(|c| c.0.clone()), per_cabinet);
     let start = Instant::now();
     for (_, config, bus, status_bus) in cabinets {
@@ -329,6 +357,7 @@ async fn drive(
         }
     }
     let rss_peak_kib = proc_status_kib("VmHWM").unwrap_or(0);
+    let role_memory = children.memory();
     stop.cancel();
     let (mut produced, mut republished) = (0, 0);
     while let Some(end) = roles.join_next().await {
@@ -365,8 +394,50 @@ async fn drive(
         rss_idle_kib,
         rss_peak_kib,
         elapsed_s: elapsed.as_secs_f64(),
+        roles: role_memory,
         failures,
     })
+}
+
+/// Starts the publisher and the averagers in this process, each on its own session.
+async fn spawn_agents(
+    bench: &PipelineBench,
+    url: &BrokerUrl,
+    dir: &Path,
+    topics: &Topics,
+    stop: &CancellationToken,
+    roles: &mut JoinSet<RoleEnd>,
+) -> Result<(), PipelineBenchError> {
+    let ready = Duration::from_secs(10);
+    let pconf = PublisherConfig {
+        difficulty: bench.difficulty,
+        ..PublisherConfig::new("bench-publisher", dir.join("publisher"))
+    };
+    let bus = Bus::connect(
+        BusOptions::new(url.clone(), &pconf.id, publisher::ROLE),
+        pconf.subscriptions(),
+    )?;
+    bus.wait_ready(ready).await?;
+    let s = stop.clone();
+    roles.spawn(async move {
+        let r = publisher::run(pconf, bus, s, None).await;
+        RoleEnd::Other("publisher".into(), r.map(|_| ()).map_err(|e| e.to_string()))
+    });
+    for n in 1..=bench.averagers {
+        let aconf = AveragerConfig::new(&format!("bench-averager-{n}"), topics.clone());
+        let bus = Bus::connect(
+            BusOptions::new(url.clone(), &aconf.id, averager::ROLE),
+            aconf.subscriptions(),
+        )?;
+        bus.wait_ready(ready).await?;
+        let s = stop.clone();
+        roles.spawn(async move {
+            averager::run(aconf, bus, s).await;
+            RoleEnd::Other("averager".into(), Ok(()))
+        });
+    }
+
+    Ok(())
 }
 
 fn describe_early_end(end: Result<RoleEnd, tokio::task::JoinError>) -> String {
