@@ -455,8 +455,13 @@ impl Bus {
     ) -> Result<Bus, BusError> {
         let (presence_topic, online, offline) = options.presence_topic_and_payloads();
         let mqtt = options.mqtt_options(&presence_topic, &offline)?;
-        let (client, eventloop) = AsyncClient::new(mqtt, options.queue);
+        let (client, mut eventloop) = AsyncClient::new(mqtt, options.queue);
         let retained = Retained::default();
+        // MQTT is small request/answer packets: with Nagle's algorithm on (rumqttc's default),
+        // each hop can wait for the peer's delayed ACK, tens of milliseconds per message.
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (incoming_tx, incoming) = mpsc::channel(options.queue);
         let (link_tx, link) = watch::channel(Link::Down);
         let stop = CancellationToken::new();

@@ -14,7 +14,7 @@
 //! - [`averager`]: the stateless averaging worker on the shared subscription.
 //! - [`publisher`]: assembles averages into records, mines and appends blocks.
 //! - [`up`]: the whole pipeline in one process (`wattchain up`).
-//! - [`bench`](mod@bench): the measurements behind `wattchain bench` (mining rate).
+//! - [`bench`](mod@bench): the measurements behind `wattchain bench` (mining, pipeline, Modbus).
 
 pub mod averager;
 pub mod bench;

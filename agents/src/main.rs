@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use wattchain::averager::{self, AveragerConfig};
+use wattchain::bench;
 use wattchain::bus::{BrokerUrl, Bus, BusOptions, QoS};
 use wattchain::cabinet::{self, CabinetConfig};
 use wattchain::ledger;
@@ -61,7 +62,7 @@ enum Command {
         #[command(subcommand)]
         command: ChainCommand,
     },
-    /// Measure this machine.
+    /// Measure this machine: mining rate, the pipeline under load, the Modbus acquisition.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
@@ -301,6 +302,10 @@ enum ChainCommand {
 enum BenchCommand {
     /// Trials per second of the miner (the publisher's code path, at a difficulty never met).
     Mine(BenchMineArgs),
+    /// Synthetic cabinets through the real averagers and publisher to the chain.
+    Pipeline(bench::pipeline::PipelineBench),
+    /// Modbus poll round trip and period jitter against the simulator.
+    Modbus(bench::modbus::ModbusBench),
 }
 
 #[derive(Args)]
@@ -427,9 +432,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Chain {
             command: ChainCommand::Verify { file },
         } => Ok(verify_chain(&file)),
-        Command::Bench {
-            command: BenchCommand::Mine(args),
-        } => run_bench_mine(args).await,
+        Command::Bench { command } => run_bench(command).await,
     }
 }
 
@@ -664,6 +667,34 @@ async fn run_publisher(args: PublisherArgs) -> Result<ExitCode> {
     )?;
     publisher::run(config, bus, shutdown_on_signals(), None).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_bench(command: BenchCommand) -> Result<ExitCode> {
+    let shutdown = shutdown_on_signals();
+    let (text, json, wants_json, ok) = match command {
+        BenchCommand::Pipeline(b) => {
+            let r = bench::pipeline::run(&b, shutdown).await?;
+            // Lost or duplicated windows fail the run: they are correctness, not speed.
+            let ok = r.failures.is_empty() && r.windows_lost == 0 && r.windows_duplicated == 0;
+            (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
+        }
+        BenchCommand::Mine(args) => return run_bench_mine(args).await,
+        BenchCommand::Modbus(b) => {
+            let r = bench::modbus::run(&b, shutdown).await?;
+            (
+                r.to_string(),
+                serde_json::to_string(&r)?,
+                b.json,
+                r.errors == 0,
+            )
+        }
+    };
+    out!("{}", if wants_json { json } else { text });
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn verify_chain(file: &std::path::Path) -> ExitCode {

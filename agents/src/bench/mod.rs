@@ -1,8 +1,12 @@
-//! Benchmarks behind `wattchain bench`: each measures one part of the pipeline on this machine
-//! and reports a rate a script can read (`--json`).
+//! Benchmarks behind `wattchain bench`: figures measured as ratios within one run, on the real
+//! components, never asserted as wall-clock in tests; each can print one JSON line (`--json`).
 //!
 //! # Layout
 //!
 //! - [`mine`]: trials per second of the proof-of-work miner (and of the textbook method).
+//! - [`pipeline`]: synthetic cabinets through averagers and publisher to the chain.
+//! - [`modbus`]: the Modbus poll round trip and period jitter against the simulator.
 
 pub mod mine;
+pub mod modbus;
+pub mod pipeline;

@@ -5,9 +5,12 @@
 //! - [`agent`]: the acquisition loop (ticks, Modbus, publishing, commits, status).
 //! - [`window`]: cutting quadruplets into windows.
 //! - [`outbox`]: the durable journal of uncommitted windows and id counters.
+//! - [`source`]: where readings come from (Modbus, or synthetic for benchmarks).
 
 pub mod agent;
 pub mod outbox;
+pub mod source;
 pub mod window;
 
 pub use agent::{run, CabinetConfig, CabinetError, CabinetStats, ROLE};
+pub use source::{SourceConfig, SyntheticConfig};

@@ -2,7 +2,8 @@
 //!
 //! The broker keeps nothing, so the cabinet is the master of its windows. A window is written
 //! to an append-only journal (`outbox.jsonl` in the data directory) and fsynced *before* its
-//! tasks are published; it leaves the outbox when a block that commits it is seen. A window
+//! tasks are published — one fsync per group of windows ([`Outbox::sync`]), since a fast
+//! cabinet cuts many windows per tick and an fsync each would bound it to the disk's latency; it leaves the outbox when a block that commits it is seen. A window
 //! whose commit has not arrived by its deadline is due again, and a restarted agent finds every
 //! uncommitted window in the journal. The journal also carries the counters that keep window ids
 //! and sample sequence numbers unique across restarts.
@@ -96,6 +97,8 @@ pub struct Outbox {
     next_seq: u64,
     seq_reserved: u64,
     lines: usize,
+    /// Journal lines written since the last fsync.
+    unsynced: bool,
 }
 
 impl Outbox {
@@ -168,6 +171,7 @@ impl Outbox {
             next_seq: seq_reserved,
             seq_reserved,
             lines,
+            unsynced: false,
         };
         // Rewrite the journal compactly (this also removes a torn tail).
         outbox.compact()?;
@@ -212,8 +216,9 @@ impl Outbox {
         Ok(seq)
     }
 
-    /// Records a new window durably (fsync) before it is published. Its id must be
-    /// [`Outbox::next_window`]. Returns the window evicted to make room, if the outbox was full.
+    /// Records a new window in the journal; it is durable once [`Outbox::sync`] returns, which
+    /// must happen before it is published. Its id must be [`Outbox::next_window`]. Returns the
+    /// window evicted to make room, if the outbox was full.
     pub fn put(
         &mut self,
         tasks: Vec<WindowTask>,
@@ -229,7 +234,8 @@ impl Outbox {
             }
         }
         let entry = Entry::Put { window, tasks };
-        self.append(&entry, true)?;
+        self.append(&entry, false)?;
+        self.unsynced = true;
         let Entry::Put { tasks, .. } = entry else {
             unreachable!("constructed just above")
         };
@@ -237,6 +243,25 @@ impl Outbox {
         self.next_window += 1;
         self.maybe_compact()?;
         Ok(evicted)
+    }
+
+    /// Makes every window put so far durable (one fsync for all of them); a no-op when they
+    /// already are.
+    pub fn sync(&mut self) -> Result<(), OutboxError> {
+        if self.unsynced {
+            let path = &self.path;
+            self.file.sync_data().map_err(|source| OutboxError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Whether windows were put since the last [`Outbox::sync`].
+    pub fn needs_sync(&self) -> bool {
+        self.unsynced
     }
 
     /// Marks a window committed; false when it was not (or no longer) in the outbox.
@@ -278,6 +303,7 @@ impl Outbox {
         self.file.write_all(&line).map_err(io)?;
         if sync {
             self.file.sync_data().map_err(io)?;
+            self.unsynced = false;
         }
         self.lines += 1;
         Ok(())
@@ -328,6 +354,8 @@ impl Outbox {
             .open(&self.path)
             .map_err(io)?;
         self.lines = 1 + self.pending.len();
+        // The rewritten journal holds every pending window and was synced whole.
+        self.unsynced = false;
         Ok(())
     }
 }
@@ -374,6 +402,22 @@ mod tests {
         assert_eq!(rec.next_window, 3, "window ids continue");
         assert!(rec.next_seq > 4, "sequence numbers are never reused");
         assert!(outbox.contains(0) && !outbox.contains(1) && outbox.contains(2));
+    }
+
+    #[tokio::test]
+    async fn a_group_of_windows_is_made_durable_by_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut outbox, _) = Outbox::open(dir.path(), 100).unwrap();
+        assert!(!outbox.needs_sync());
+        for w in 0..3 {
+            outbox.put(tasks(w), Instant::now()).unwrap();
+        }
+        assert!(outbox.needs_sync(), "puts wait for the group's sync");
+        outbox.sync().unwrap();
+        assert!(!outbox.needs_sync());
+        drop(outbox);
+        let (_, rec) = Outbox::open(dir.path(), 100).unwrap();
+        assert_eq!((rec.pending, rec.next_window), (3, 3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,506 @@
+//! `wattchain bench pipeline`: the real averagers, publisher and cabinet agents under load.
+//!
+//! C cabinet agents run with a synthetic source (only the Modbus read is replaced: the window
+//! cutter, the durable outbox, publishing and commit handling are the real ones) and publish R
+//! quadruplets per second each through the real topics, on the embedded broker or any broker
+//! given by URL. By default every role runs in this process, each on its own MQTT session, as
+//! in `wattchain up`, and the memory figures are those of the whole process; with
+//! `--processes` the broker, publisher and averagers are child processes ([`processes`]) and
+//! each reports its own.
+//!
+//! The bench counts from what it sees itself on `ledger/block`: the first publication of each
+//! block index, and in it each `(cabinet, window)` against the windows the cabinets produced.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+mod processes;
+mod tally;
+
+use self::processes::Children;
+pub use self::processes::RoleMemory;
+use self::tally::ChainTally;
+use super::modbus::Spread;
+use crate::averager::{self, AveragerConfig};
+use crate::bus::{BrokerUrl, Bus, BusError, BusOptions, QoS};
+use crate::cabinet::{self, CabinetConfig, SourceConfig, SyntheticConfig};
+use crate::publisher::{self, PublisherConfig};
+use crate::topics::Topics;
+
+/// What `bench pipeline` is told.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineBench {
+    /// Synthetic cabinets.
+    #[arg(long, default_value_t = 50)]
+    pub cabinets: usize,
+    /// Quadruplets per second from each cabinet.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Samples per window.
+    #[arg(long, default_value_t = 100)]
+    pub window: usize,
+    /// Proof of work: leading zero bits of each block hash.
+    #[arg(long, default_value_t = 8)]
+    pub difficulty: u32,
+    /// Seconds of production.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Use this broker instead of an embedded one (mqtt://HOST:PORT).
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Averaging agents.
+    #[arg(long, default_value_t = 2)]
+    pub averagers: usize,
+    /// Cabinet tick: the readings owed are taken, and their windows published, once per tick.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub tick: Duration,
+    /// How long, after production ends, the last windows have to reach the chain.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+    /// Where the outboxes and the chain are written (a fresh subdirectory, removed afterwards).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    pub data_dir: PathBuf,
+    /// Run the broker, publisher and averagers as child processes, each measured alone.
+    #[arg(long)]
+    pub processes: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PipelineBench {
+    /// A bench of `cabinets` × `rate` quadruplets/s for `seconds`, on an embedded broker.
+    pub fn new(cabinets: usize, rate: f64, seconds: f64) -> Self {
+        PipelineBench {
+            cabinets,
+            rate,
+            window: 100,
+            difficulty: 8,
+            seconds,
+            broker: None,
+            averagers: 2,
+            tick: Duration::from_millis(10),
+            drain: Duration::from_secs(15),
+            data_dir: std::env::temp_dir(),
+            processes: false,
+            json: false,
+        }
+    }
+}
+
+/// Why the bench could not run.
+#[derive(Debug, Error)]
+pub enum PipelineBenchError {
+    /// A parameter is out of range.
+    #[error("invalid bench parameter: {0}")]
+    Invalid(&'static str),
+    /// The embedded broker did not start.
+    #[error("embedded broker: {0}")]
+    Broker(#[from] wattchain_broker::BrokerError),
+    /// A session could not be opened or did not become ready.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A child process could not be started.
+    #[error("cannot start the {role} process: {source}")]
+    Spawn {
+        /// Its role.
+        role: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A child process did not become ready in time.
+    #[error("the {0} did not become ready")]
+    NotReady(&'static str),
+    /// The data directory could not be created.
+    #[error("bench data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What `bench pipeline` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineReport {
+    /// The broker used (`embedded` or its URL).
+    pub broker: String,
+    /// Cabinets.
+    pub cabinets: usize,
+    /// Offered load: cabinets × rate, quadruplets/s.
+    pub offered_quads_per_s: f64,
+    /// Committed quadruplets per second, from start to the last new commit seen.
+    pub sustained_quads_per_s: f64,
+    /// Windows the cabinets produced.
+    pub windows_produced: u64,
+    /// Distinct produced windows seen in a block.
+    pub windows_committed: u64,
+    /// Produced windows never seen in a block.
+    pub windows_lost: u64,
+    /// Windows seen in more than one block.
+    pub windows_duplicated: u64,
+    /// Distinct blocks seen.
+    pub blocks: u64,
+    /// Window publications the cabinets repeated (commit deadline passed).
+    pub republished: u64,
+    /// From a window's last sample (its `to`, ms grain) to its block's arrival.
+    pub window_to_block: Spread,
+    /// Resident memory of this process once every role is connected, KiB.
+    pub rss_idle_kib: u64,
+    /// Peak resident memory of this process, KiB.
+    pub rss_peak_kib: u64,
+    /// Seconds from start to the last new commit.
+    pub elapsed_s: f64,
+    /// Memory of each child process (with `--processes`; empty otherwise).
+    pub roles: Vec<RoleMemory>,
+    /// Roles that stopped with an error.
+    pub failures: Vec<String>,
+}
+
+impl fmt::Display for PipelineReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |us: f64| us / 1000.0;
+        writeln!(
+            f,
+            "pipeline on {} broker, {} cabinets",
+            self.broker, self.cabinets
+        )?;
+        writeln!(f, "  offered      {:.0} quads/s", self.offered_quads_per_s)?;
+        writeln!(
+            f,
+            "  sustained    {:.0} quads/s over {:.2} s",
+            self.sustained_quads_per_s, self.elapsed_s
+        )?;
+        writeln!(f, "  windows      produced {}  committed {}  lost {}  duplicated {}  (blocks {}, re-published {})",
+            self.windows_produced, self.windows_committed, self.windows_lost, self.windows_duplicated, self.blocks, self.republished)?;
+        writeln!(
+            f,
+            "  window→block p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            ms(self.window_to_block.p50_us),
+            ms(self.window_to_block.p99_us),
+            ms(self.window_to_block.max_us)
+        )?;
+        if self.roles.is_empty() {
+            write!(
+                f,
+                "  memory       {} KiB idle, {} KiB peak (whole process: broker and every role)",
+                self.rss_idle_kib, self.rss_peak_kib
+            )?;
+        } else {
+            write!(
+                f,
+                "  memory       bench process (cabinets, observer): {} KiB idle, {} KiB peak",
+                self.rss_idle_kib, self.rss_peak_kib
+            )?;
+            for r in &self.roles {
+                write!(
+                    f,
+                    "\n               {:<12} {} KiB idle, {} KiB peak",
+                    r.role, r.idle_kib, r.peak_kib
+                )?;
+            }
+        }
+        for failure in &self.failures {
+            write!(f, "\n  FAILED       {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one role's task.
+enum RoleEnd {
+    Cabinet(Result<cabinet::CabinetStats, cabinet::CabinetError>),
+    Other(String, Result<(), String>),
+}
+
+/// Runs the bench and reports; `shutdown` cuts it short (the report covers what was seen).
+pub async fn run(
+    bench: &PipelineBench,
+    shutdown: CancellationToken,
+) -> Result<PipelineReport, PipelineBenchError> {
+    if bench.cabinets == 0 || bench.window == 0 || bench.averagers == 0 {
+        return Err(PipelineBenchError::Invalid(
+            "cabinets, window and averagers must be ≥ 1",
+        ));
+    }
+    if !(bench.rate.is_finite()
+        && bench.rate > 0.0
+        && bench.seconds.is_finite()
+        && bench.seconds > 0.0)
+    {
+        return Err(PipelineBenchError::Invalid(
+            "rate and seconds must be positive",
+        ));
+    }
+    let dir = BenchDir::create(&bench.data_dir)?;
+    let mut children = Children::default();
+    let (broker, url, broker_name) = match &bench.broker {
+        Some(u) => (None, u.parse::<BrokerUrl>()?, u.clone()),
+        None if bench.processes => {
+            let url = children.start_broker().await?;
+            (None, url, "embedded".to_string())
+        }
+        None => {
+            let config = wattchain_broker::BrokerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..Default::default()
+            };
+            let b = wattchain_broker::start(config).await?;
+            let url = b.url().parse::<BrokerUrl>()?;
+            (Some(b), url, "embedded".to_string())
+        }
+    };
+    let result = drive(bench, &dir.path, url, broker_name, &mut children, &shutdown).await;
+    children.stop().await;
+    if let Some(b) = broker {
+        b.shutdown().await;
+    }
+    result
+}
+
+async fn drive(
+    bench: &PipelineBench,
+    dir: &Path,
+    url: BrokerUrl,
+    broker_name: String,
+    children: &mut Children,
+    shutdown: &CancellationToken,
+) -> Result<PipelineReport, PipelineBenchError> {
+    let ready = Duration::from_secs(10);
+    let topics = Topics::default();
+    let stop = CancellationToken::new();
+    let mut roles: JoinSet<RoleEnd> = JoinSet::new();
+
+    let mut observer = Bus::connect(
+        BusOptions::new(url.clone(), "bench-observer", "bench"),
+        vec![
+            (topics.block(), QoS::AtLeastOnce),
+            (topics.agent_status("+"), QoS::AtLeastOnce),
+        ],
+    )?;
+    observer.wait_ready(ready).await?;
+    if bench.processes {
+        children
+            .start_agents(bench, &url, dir, &mut observer, &topics)
+            .await?;
+    } else {
+        spawn_agents(bench, &url, dir, &topics, &stop, &mut roles).await?;
+    }
+
+    let per_cabinet = ((bench.rate * bench.seconds) as u64 / bench.window as u64).max(1);
+    let mut cabinets = Vec::new();
+    for k in 0..bench.cabinets {
+        let id = format!("bench-{k}");
+        let mut config = CabinetConfig::new(
+            &id,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir.join("cabinet").join(&id),
+        );
+        config.period = bench.tick;
+        config.window = bench.window;
+        config.source = SourceConfig::Synthetic(SyntheticConfig::new(
+            bench.rate,
+            Some(per_cabinet * bench.window as u64),
+        ));
+        let options = BusOptions::new(url.clone(), &config.agent_id(), cabinet::ROLE);
+        let status_bus = Bus::connect(config.status_bus_options(&options), vec![])?;
+        let bus = Bus::connect(options, config.subscriptions())?;
+        status_bus.wait_ready(ready).await?;
+        bus.wait_ready(ready).await?;
+        cabinets.push((id, config, bus, status_bus));
+    }
+    let rss_idle_kib = proc_status_kib("VmRSS").unwrap_or(0);
+    children.mark_idle();
+    let mut tally = ChainTally::new(cabinets.iter().map(|c| c.0.clone()), per_cabinet);
+    let start = Instant::now();
+    for (_, config, bus, status_bus) in cabinets {
+        let s = stop.clone();
+        roles
+            .spawn(async move { RoleEnd::Cabinet(cabinet::run(config, bus, status_bus, s).await) });
+    }
+    info!(
+        cabinets = bench.cabinets,
+        rate = bench.rate,
+        windows = per_cabinet,
+        "bench: production started"
+    );
+
+    let deadline = start + Duration::from_secs_f64(bench.seconds) + bench.drain;
+    let mut failures = Vec::new();
+    while !tally.complete() {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                warn!(missing = tally.expected() - tally.committed(), "bench: drain time over");
+                break;
+            }
+            msg = observer.recv() => match msg {
+                Some(m) => tally.on_block(&m.payload, start),
+                None => break,
+            },
+            Some(end) = roles.join_next() => {
+                // No role ends before `stop`: this one failed.
+                failures.push(describe_early_end(end));
+                break;
+            }
+        }
+    }
+    let rss_peak_kib = proc_status_kib("VmHWM").unwrap_or(0);
+    let role_memory = children.memory();
+    stop.cancel();
+    let (mut produced, mut republished) = (0, 0);
+    while let Some(end) = roles.join_next().await {
+        match end {
+            Ok(RoleEnd::Cabinet(Ok(stats))) => {
+                produced += stats.windows;
+                republished += stats.republished;
+            }
+            Ok(RoleEnd::Cabinet(Err(e))) => failures.push(format!("cabinet: {e}")),
+            Ok(RoleEnd::Other(role, Err(e))) => failures.push(format!("{role}: {e}")),
+            Ok(RoleEnd::Other(_, Ok(()))) => {}
+            Err(e) => failures.push(format!("a role panicked: {e}")),
+        }
+    }
+    observer.close().await;
+    let elapsed = tally.last_commit.map_or(Duration::ZERO, |t| t - start);
+    let committed = tally.committed();
+    Ok(PipelineReport {
+        broker: broker_name,
+        cabinets: bench.cabinets,
+        offered_quads_per_s: bench.rate * bench.cabinets as f64,
+        sustained_quads_per_s: if elapsed.is_zero() {
+            0.0
+        } else {
+            tally.quads as f64 / elapsed.as_secs_f64()
+        },
+        windows_produced: produced,
+        windows_committed: committed,
+        windows_lost: produced.saturating_sub(committed),
+        windows_duplicated: tally.duplicated,
+        blocks: tally.blocks.len() as u64,
+        republished,
+        window_to_block: Spread::of(&mut tally.latencies),
+        rss_idle_kib,
+        rss_peak_kib,
+        elapsed_s: elapsed.as_secs_f64(),
+        roles: role_memory,
+        failures,
+    })
+}
+
+/// Starts the publisher and the averagers in this process, each on its own session.
+async fn spawn_agents(
+    bench: &PipelineBench,
+    url: &BrokerUrl,
+    dir: &Path,
+    topics: &Topics,
+    stop: &CancellationToken,
+    roles: &mut JoinSet<RoleEnd>,
+) -> Result<(), PipelineBenchError> {
+    let ready = Duration::from_secs(10);
+    let pconf = PublisherConfig {
+        difficulty: bench.difficulty,
+        ..PublisherConfig::new("bench-publisher", dir.join("publisher"))
+    };
+    let bus = Bus::connect(
+        BusOptions::new(url.clone(), &pconf.id, publisher::ROLE),
+        pconf.subscriptions(),
+    )?;
+    bus.wait_ready(ready).await?;
+    let s = stop.clone();
+    roles.spawn(async move {
+        let r = publisher::run(pconf, bus, s, None).await;
+        RoleEnd::Other("publisher".into(), r.map(|_| ()).map_err(|e| e.to_string()))
+    });
+    for n in 1..=bench.averagers {
+        let aconf = AveragerConfig::new(&format!("bench-averager-{n}"), topics.clone());
+        let bus = Bus::connect(
+            BusOptions::new(url.clone(), &aconf.id, averager::ROLE),
+            aconf.subscriptions(),
+        )?;
+        bus.wait_ready(ready).await?;
+        let s = stop.clone();
+        roles.spawn(async move {
+            averager::run(aconf, bus, s).await;
+            RoleEnd::Other("averager".into(), Ok(()))
+        });
+    }
+
+    Ok(())
+}
+
+fn describe_early_end(end: Result<RoleEnd, tokio::task::JoinError>) -> String {
+    match end {
+        Ok(RoleEnd::Cabinet(Ok(stats))) => format!("a cabinet stopped early: {stats:?}"),
+        Ok(RoleEnd::Cabinet(Err(e))) => format!("cabinet: {e}"),
+        Ok(RoleEnd::Other(role, Err(e))) => format!("{role}: {e}"),
+        Ok(RoleEnd::Other(role, Ok(()))) => format!("{role} stopped early"),
+        Err(e) => format!("a role panicked: {e}"),
+    }
+}
+
+/// A fresh directory for one run, removed when dropped.
+struct BenchDir {
+    path: PathBuf,
+}
+
+impl BenchDir {
+    fn create(parent: &Path) -> Result<BenchDir, PipelineBenchError> {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = parent.join(format!("wattchain-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).map_err(|source| PipelineBenchError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(BenchDir { path })
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            warn!(path = %self.path.display(), cause = %e, "cannot remove the bench data directory");
+        }
+    }
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`); `None` off Linux.
+pub fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_produced_window_reaches_the_chain_exactly_once() {
+        let mut bench = PipelineBench::new(3, 200.0, 1.0);
+        bench.window = 10;
+        bench.difficulty = 4;
+        let report = run(&bench, CancellationToken::new()).await.unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.windows_produced, 3 * 20);
+        assert_eq!(report.windows_committed, 3 * 20);
+        assert_eq!((report.windows_lost, report.windows_duplicated), (0, 0));
+        assert!(report.sustained_quads_per_s > 0.0);
+        assert!(report.window_to_block.p50_us <= report.window_to_block.max_us);
+        assert!(report.rss_peak_kib >= report.rss_idle_kib);
+    }
+}
