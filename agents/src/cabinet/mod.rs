@@ -5,8 +5,10 @@
 //! - [`agent`]: the acquisition loop (ticks, Modbus, publishing, commits, status).
 //! - [`window`]: cutting quadruplets into windows.
 //! - [`outbox`]: the durable journal of uncommitted windows and id counters.
+//! - [`commit`]: deciding whether a received block may commit our windows.
 
 pub mod agent;
+pub mod commit;
 pub mod outbox;
 pub mod window;
 
