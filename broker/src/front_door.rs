@@ -147,7 +147,7 @@ impl FrontDoor {
             warn!(%peer, limit = self.config.max_connections, "refusing connection: connection limit reached");
             return refuse(stream, &connack_refusal(version, Refusal::ServerBusy)).await;
         };
-        let mut to_broker = Framer::new(self.config.max_packet_size);
+        let mut to_broker = Framer::from_client(self.config.max_packet_size);
         if let Err((_, violation)) = to_broker.feed(pipelined) {
             return warn!(%peer, cause = %violation, "closing connection");
         }
