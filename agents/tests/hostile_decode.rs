@@ -120,14 +120,27 @@ fn mutated_window_tasks_get_an_average_only_when_they_meet_the_contract() {
         match averager::answer(&config, &topic, &payload) {
             Ok(avg) => {
                 let task: WindowTask = serde_json::from_slice(&payload).unwrap();
-                assert!(meets_task_contract(&task), "case {case} ({kind}) accepted: {task:?}");
-                assert_eq!(topic, topics.window(&avg.cabinet, avg.quantity), "case {case}");
-                assert!(avg.min <= avg.mean && avg.mean <= avg.max, "case {case}: {avg:?}");
+                assert!(
+                    meets_task_contract(&task),
+                    "case {case} ({kind}) accepted: {task:?}"
+                );
+                assert_eq!(
+                    topic,
+                    topics.window(&avg.cabinet, avg.quantity),
+                    "case {case}"
+                );
+                assert!(
+                    avg.min <= avg.mean && avg.mean <= avg.max,
+                    "case {case}: {avg:?}"
+                );
                 assert_eq!(avg.n as usize, task.values.len());
                 tally.count(kind, false);
             }
             Err(reason) => {
-                assert!(!reason.is_empty(), "case {case} ({kind}) refused without a reason");
+                assert!(
+                    !reason.is_empty(),
+                    "case {case} ({kind}) refused without a reason"
+                );
                 tally.count(kind, true);
             }
         }
@@ -150,7 +163,10 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
     let stop = CancellationToken::new();
     let agent = tokio::spawn(publisher::run(config.clone(), bus, stop.clone(), None));
 
-    let averages: Vec<Average> = tasks("c1", 7).iter().map(|t| Average::of(t, "a1")).collect();
+    let averages: Vec<Average> = tasks("c1", 7)
+        .iter()
+        .map(|t| Average::of(t, "a1"))
+        .collect();
     let mut m = Mutator::new(0x5eed_0002, config.max_payload);
     let mut kinds = Vec::with_capacity(CASES);
     for case in 0..CASES {
@@ -168,7 +184,10 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
             .unwrap();
     }
     // A genuine window, complete, under an id no mutation produced.
-    for a in tasks("c1", 1_000_000_007).iter().map(|t| Average::of(t, "a1")) {
+    for a in tasks("c1", 1_000_000_007)
+        .iter()
+        .map(|t| Average::of(t, "a1"))
+    {
         let msg = Incoming {
             topic: topics.average("c1", a.quantity),
             payload: encode(&a).into(),
@@ -201,7 +220,10 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
         letters += (out.topic == topics.deadletter(publisher::ROLE)) as u64;
     }
     eprintln!("averages: {CASES} cases, {letters} dead letters, stats {stats:?}");
-    assert_eq!(stats.rejected, letters, "every rejection is counted and dead-lettered");
+    assert_eq!(
+        stats.rejected, letters,
+        "every rejection is counted and dead-lettered"
+    );
     assert!(letters > CASES as u64 / 2, "{letters} of {CASES} refused");
     let summary = verify_file(&config.chain_path()).expect("the chain stays verifiable");
     assert!(summary.blocks >= 2);
@@ -222,7 +244,10 @@ fn mutated_blocks_never_commit_a_window_they_do_not_match() {
         .unwrap()
         .mine(&wattchain::ledger::Miner::new(1), &Default::default())
         .unwrap();
-    assert_eq!(check_block("c1", &outbox, genuine.to_json().as_bytes()), Ok(genuine.clone()));
+    assert_eq!(
+        check_block("c1", &outbox, genuine.to_json().as_bytes()),
+        Ok(genuine.clone())
+    );
 
     let mut m = Mutator::new(0x5eed_0003, 1 << 20);
     let mut tally = Tally::default();
@@ -232,7 +257,10 @@ fn mutated_blocks_never_commit_a_window_they_do_not_match() {
         match check_block("c1", &outbox, &payload) {
             // Every field is hashed: an accepted variant can only be the same block.
             Ok(b) => {
-                assert_eq!(b, genuine, "case {case} ({kind}) accepted a different block");
+                assert_eq!(
+                    b, genuine,
+                    "case {case} ({kind}) accepted a different block"
+                );
                 tally.count(kind, false);
             }
             Err(_) => tally.count(kind, true),
@@ -255,7 +283,11 @@ fn mutated_blocks_never_commit_a_window_they_do_not_match() {
             .unwrap()
             .seal(case);
         match check_block("c1", &outbox, lie.to_json().as_bytes()) {
-            Ok(_) => assert_eq!(case % 4, 3, "case {case}: a record with foreign digests passed"),
+            Ok(_) => assert_eq!(
+                case % 4,
+                3,
+                "case {case}: a record with foreign digests passed"
+            ),
             Err(refusal) => {
                 assert_eq!(refusal, BlockRefusal::NotOurSamples { window });
                 forged_refused += 1;
@@ -299,7 +331,9 @@ fn mutated_chain_files_verify_only_when_they_are_a_prefix_of_the_genuine_chain()
     let blocks = chain(3);
     let lines: Vec<String> = blocks.iter().map(Block::to_json).collect();
     // 10 000 rewrites of one small file: keep them off the disk where a RAM disk exists.
-    let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+    let dir = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
     let path = dir.path().join("chain.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     assert_eq!(verify_file(&path).unwrap().blocks, 3);

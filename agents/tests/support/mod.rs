@@ -371,9 +371,9 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
             Some(Route::CabinetStatus { .. }) | Some(Route::AgentStatus { .. }) => seen
                 .statuses
                 .push((topic.to_string(), serde_json::from_slice(payload).ok()?)),
-            Some(Route::Deadletter { .. }) => seen
-                .deadletters
-                .push(serde_json::from_slice(payload).ok()?),
+            Some(Route::Deadletter { .. }) => {
+                seen.deadletters.push(serde_json::from_slice(payload).ok()?)
+            }
             Some(Route::Head) => seen.heads += 1,
             None => {}
         }

@@ -75,7 +75,10 @@ impl Mutator {
             3 => {
                 let mut bytes = serde_json::to_vec(&v).unwrap();
                 let a = self.rng.random_range(0..bytes.len());
-                let b = self.rng.random_range(a..bytes.len().min(a + 64) + 1).min(bytes.len());
+                let b = self
+                    .rng
+                    .random_range(a..bytes.len().min(a + 64) + 1)
+                    .min(bytes.len());
                 let chunk = bytes[a..b].to_vec();
                 let at = self.rng.random_range(0..=bytes.len());
                 bytes.splice(at..at, chunk);
@@ -104,7 +107,10 @@ impl Mutator {
                 *target = Value::String(MARK.into());
                 let token = RAW_TOKENS[self.rng.random_range(0..RAW_TOKENS.len())];
                 let text = serde_json::to_string(&v).unwrap();
-                return ("raw-token", text.replacen(&format!("\"{MARK}\""), token, 1).into_bytes());
+                return (
+                    "raw-token",
+                    text.replacen(&format!("\"{MARK}\""), token, 1).into_bytes(),
+                );
             }
             8 => {
                 let n = self.rng.random_range(10_001..10_200);
@@ -139,7 +145,11 @@ impl Mutator {
                 return ("deep-nesting", text.into_bytes());
             }
             11 => {
-                let key = if v.get("window").is_some() { "window" } else { "index" };
+                let key = if v.get("window").is_some() {
+                    "window"
+                } else {
+                    "index"
+                };
                 if let Some(w) = v.get_mut(key) {
                     *w = Value::from(self.rng.random::<u64>());
                 }
