@@ -44,6 +44,8 @@ pub struct Framer {
     header_len: usize,
     body_left: usize,
     limit: usize,
+    /// Refuse packet types a client never sends (the client → broker direction).
+    from_client: bool,
 }
 
 impl Framer {
@@ -54,6 +56,18 @@ impl Framer {
             header_len: 0,
             body_left: 0,
             limit,
+            from_client: false,
+        }
+    }
+
+    /// A framer for the client → broker direction: also refuses packet types a client never
+    /// sends after CONNECT (reserved 0, CONNECT again, CONNACK, SUBACK, UNSUBACK, PINGRESP,
+    /// AUTH). rumqttd 0.20's v5 decoder reaches `unreachable!()` on a CONNACK or AUTH with a
+    /// body, panicking the connection's task, so these never get past the front door.
+    pub fn from_client(limit: usize) -> Self {
+        Framer {
+            from_client: true,
+            ..Framer::new(limit)
         }
     }
 
@@ -89,6 +103,9 @@ impl Framer {
                     remaining,
                 }) => {
                     let size = header_len + remaining;
+                    if self.from_client && !client_may_send(self.header[0]) {
+                        return Err((start, PacketError::NotFromClient(self.header[0])));
+                    }
                     if size > self.limit {
                         return Err((
                             start,
@@ -108,6 +125,12 @@ impl Framer {
     }
 }
 
+/// Whether a client may send this packet type after CONNECT (MQTT 3.1.1 and 5, minus AUTH,
+/// which rumqttd does not implement).
+pub(crate) fn client_may_send(first_byte: u8) -> bool {
+    matches!(first_byte >> 4, 3..=8 | 10 | 12 | 14)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +146,20 @@ mod tests {
         let err = framer.feed(&[0xc8, 0x01]).expect_err("oversized");
         assert_eq!(err.0, 0);
         assert!(matches!(err.1, PacketError::TooLarge { size: 203, .. }));
+    }
+
+    #[test]
+    fn client_framer_refuses_packet_types_only_a_server_sends() {
+        for first in [0x00, 0x10, 0x20, 0x90, 0xb0, 0xd0, 0xf0] {
+            let err = Framer::from_client(100).feed(&[first, 1, 0]);
+            assert_eq!(err, Err((0, PacketError::NotFromClient(first))));
+        }
+        let mut framer = Framer::from_client(100);
+        // PUBLISH, SUBSCRIBE, PINGREQ, DISCONNECT pass.
+        assert_eq!(
+            framer.feed(&[0x30, 1, 0, 0x82, 1, 0, 0xc0, 0, 0xe0, 0]),
+            Ok(())
+        );
     }
 
     #[test]

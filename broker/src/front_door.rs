@@ -263,7 +263,7 @@ impl FrontDoor {
     async fn authorize(&self, connect: &Connect, peer: SocketAddr) -> Result<Inbound, Refusal> {
         let limit = self.config.max_packet_size;
         let Some(auth) = &self.auth else {
-            return Ok(Inbound::Framed(Framer::new(limit)));
+            return Ok(Inbound::Framed(Framer::from_client(limit)));
         };
         let permissions = auth.login(connect).await.inspect_err(|refusal| {
             warn!(%peer, user = ?connect.username, ?refusal, "refusing connection: authentication");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::acl::Permissions;
-use crate::framing::{fixed_header, FixedHeader};
+use crate::framing::{client_may_send, fixed_header, FixedHeader};
 use crate::packet::{push_varint, PacketError, ProtocolVersion};
 
 /// MQTT 5 reason code "not authorized".
@@ -134,6 +134,10 @@ impl Gate {
     }
 
     fn judge(&mut self, first: u8, body: &[u8]) -> Result<Decision, GateError> {
+        // The same refusal as the unauthenticated path's framer: these panic rumqttd.
+        if !client_may_send(first) {
+            return Err(PacketError::NotFromClient(first).into());
+        }
         match first >> 4 {
             3 => self.judge_publish(first, body),
             8 => self.judge_subscribe(body),

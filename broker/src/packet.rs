@@ -40,6 +40,9 @@ pub enum PacketError {
     /// The client id is not valid UTF-8.
     #[error("client id is not UTF-8")]
     ClientIdNotUtf8,
+    /// A packet type a client never sends after CONNECT (fixed header byte shown).
+    #[error("packet type {kind} is not one a client may send (fixed header byte {0:#04x})", kind = .0 >> 4)]
+    NotFromClient(u8),
 }
 
 /// Encodes an MQTT variable byte integer.

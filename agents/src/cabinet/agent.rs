@@ -11,11 +11,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::commit::check_block;
 use super::outbox::{Outbox, OutboxError};
 use super::source::{SourceConfig, Synthetic};
 use super::window::WindowCutter;
 use crate::bus::{Bus, BusOptions, Outlet, Presence as BusPresence, QoS};
-use crate::ledger::Block;
 use crate::messages::{
     encode, format_ts, now_ts, CabinetStatus, DeadLetter, Presence, Quadruplet, WindowTask,
 };
@@ -143,6 +143,9 @@ pub struct CabinetStats {
     pub modbus_errors: u64,
     /// Ticks missed because a poll overran.
     pub missed_ticks: u64,
+    /// Blocks rejected to the dead-letter topic (malformed, hash or work not verifying, or
+    /// committing one of our windows with digests other than the ones we published).
+    pub rejected: u64,
 }
 
 /// The running agent's state.
@@ -234,7 +237,7 @@ pub async fn run(
                 }
             }
             msg = bus.recv() => match msg {
-                Some(msg) => if let Err(e) = agent.on_block(&msg.payload) { break Err(e) },
+                Some(msg) => if let Err(e) = agent.on_block(&msg.topic, &msg.payload) { break Err(e) },
                 None => break Ok(()),
             },
             _ = tokio::time::sleep_until(due) => agent.republish_due(),
@@ -489,23 +492,15 @@ impl Agent {
         }
     }
 
-    /// A block arrived: drop the windows it commits.
-    fn on_block(&mut self, payload: &[u8]) -> Result<(), CabinetError> {
-        let block = match std::str::from_utf8(payload)
-            .ok()
-            .and_then(|s| Block::from_json(s).ok())
-        {
-            Some(b) => b,
-            None => {
-                warn!(cabinet = %self.config.id, "ignoring a malformed block");
+    /// A block arrived: drop the windows it commits, unless it does not verify.
+    fn on_block(&mut self, topic: &str, payload: &[u8]) -> Result<(), CabinetError> {
+        let block = match check_block(&self.config.id, &self.outbox, payload) {
+            Ok(b) => b,
+            Err(refusal) => {
+                self.reject(topic, &refusal.to_string(), payload);
                 return Ok(());
             }
         };
-        if block.computed_hash() != block.hash || block.hash.leading_zero_bits() < block.difficulty
-        {
-            warn!(cabinet = %self.config.id, index = block.index, "ignoring a block whose hash does not verify");
-            return Ok(());
-        }
         let mut committed = 0;
         for r in block
             .records()
@@ -522,6 +517,21 @@ impl Agent {
             self.publish_status();
         }
         Ok(())
+    }
+
+    /// Dead-letters a refused block (best effort: never blocks acquisition) and counts it.
+    fn reject(&mut self, topic: &str, reason: &str, payload: &[u8]) {
+        self.stats.rejected += 1;
+        warn!(cabinet = %self.config.id, topic, reason, "rejected a block");
+        let letter = DeadLetter::new(ROLE, &self.config.agent_id(), topic, reason, payload);
+        if let Err(e) = self.outlet.try_publish(
+            self.config.topics.deadletter(ROLE),
+            encode(&letter),
+            QoS::AtMostOnce,
+            false,
+        ) {
+            debug!(cause = %e, "dead letter not published");
+        }
     }
 
     fn publish_status(&mut self) {

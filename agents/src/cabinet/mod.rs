@@ -6,8 +6,10 @@
 //! - [`window`]: cutting quadruplets into windows.
 //! - [`outbox`]: the durable journal of uncommitted windows and id counters.
 //! - [`source`]: where readings come from (Modbus, or synthetic for benchmarks).
+//! - [`commit`]: deciding whether a received block may commit our windows.
 
 pub mod agent;
+pub mod commit;
 pub mod outbox;
 pub mod source;
 pub mod window;

@@ -204,6 +204,11 @@ impl Outbox {
         self.pending.contains_key(&window)
     }
 
+    /// The tasks held for `window`, if it is waiting for its commit.
+    pub fn get(&self, window: u64) -> Option<&Pending> {
+        self.pending.get(&window)
+    }
+
     /// Allocates the next sample sequence number, durably reserving a block when needed.
     pub fn next_seq(&mut self) -> Result<u64, OutboxError> {
         if self.next_seq >= self.seq_reserved {

@@ -3,6 +3,8 @@
 //! MQTT sessions, and a recorder that subscribes like a user's `mosquitto_sub`.
 #![allow(dead_code)]
 
+pub mod mutate;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
@@ -264,6 +266,8 @@ pub struct Seen {
     pub deadletters: Vec<serde_json::Value>,
     /// `ledger/head` publications received.
     pub heads: usize,
+    /// Topics of publications that did not parse as their topic's payload (hostile input).
+    pub unparsed: Vec<String>,
 }
 
 /// A subscriber recording what the pipeline publishes.
@@ -349,28 +353,34 @@ impl Drop for Recorder {
 }
 
 fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
-    match topics.parse(topic) {
-        Some(Route::Quad { cabinet }) => {
-            let q: Quadruplet = serde_json::from_slice(payload).expect("quad is JSON");
-            seen.quads.insert((cabinet, q.seq), q);
+    // Hostile tests publish garbage on the agents' topics: count it instead of panicking,
+    // which would silently stop the recorder.
+    let mut parsed = || -> Option<()> {
+        match topics.parse(topic) {
+            Some(Route::Quad { cabinet }) => {
+                let q: Quadruplet = serde_json::from_slice(payload).ok()?;
+                seen.quads.insert((cabinet, q.seq), q);
+            }
+            Some(Route::Window { .. }) => seen.tasks.push(serde_json::from_slice(payload).ok()?),
+            Some(Route::Average { .. }) => {
+                seen.averages.push(serde_json::from_slice(payload).ok()?)
+            }
+            Some(Route::Block) => seen
+                .blocks
+                .push(Block::from_json(std::str::from_utf8(payload).ok()?).ok()?),
+            Some(Route::CabinetStatus { .. }) | Some(Route::AgentStatus { .. }) => seen
+                .statuses
+                .push((topic.to_string(), serde_json::from_slice(payload).ok()?)),
+            Some(Route::Deadletter { .. }) => {
+                seen.deadletters.push(serde_json::from_slice(payload).ok()?)
+            }
+            Some(Route::Head) => seen.heads += 1,
+            None => {}
         }
-        Some(Route::Window { .. }) => seen
-            .tasks
-            .push(serde_json::from_slice(payload).expect("task is JSON")),
-        Some(Route::Average { .. }) => seen
-            .averages
-            .push(serde_json::from_slice(payload).expect("average is JSON")),
-        Some(Route::Block) => seen
-            .blocks
-            .push(Block::from_json(std::str::from_utf8(payload).unwrap()).expect("block is JSON")),
-        Some(Route::CabinetStatus { .. }) | Some(Route::AgentStatus { .. }) => seen
-            .statuses
-            .push((topic.to_string(), serde_json::from_slice(payload).unwrap())),
-        Some(Route::Deadletter { .. }) => seen
-            .deadletters
-            .push(serde_json::from_slice(payload).unwrap()),
-        Some(Route::Head) => seen.heads += 1,
-        None => {}
+        Some(())
+    };
+    if parsed().is_none() {
+        seen.unparsed.push(topic.to_string());
     }
 }
 
