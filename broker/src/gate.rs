@@ -10,6 +10,7 @@
 //! forbidden filter is answered by the front door with a SUBACK failing every filter (3.1.1
 //! 0x80, 5 0x87) and never reaches rumqttd.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,10 +95,32 @@ impl Gate {
     ) -> Result<(), GateError> {
         // Taken out while packets are judged, which needs `self` mutably (topic aliases).
         let mut pending = std::mem::take(&mut self.pending);
-        pending.extend_from_slice(chunk);
+        let result = if pending.is_empty() {
+            // The common case: judge straight from the read buffer, keep only a partial tail.
+            let (used, result) = self.judge_whole(chunk, forward, reply);
+            pending.extend_from_slice(&chunk[used..]);
+            result
+        } else {
+            pending.extend_from_slice(chunk);
+            let (used, result) = self.judge_whole(&pending, forward, reply);
+            pending.drain(..used);
+            result
+        };
+        self.pending = pending;
+        result
+    }
+
+    /// Judges the whole packets at the start of `data`; returns the bytes used and whether
+    /// the connection may go on.
+    fn judge_whole(
+        &mut self,
+        data: &[u8],
+        forward: &mut Vec<u8>,
+        reply: &mut Vec<u8>,
+    ) -> (usize, Result<(), GateError>) {
         let mut start = 0;
         let result = loop {
-            let rest = &pending[start..];
+            let rest = &data[start..];
             if rest.is_empty() {
                 break Ok(());
             }
@@ -128,9 +151,7 @@ impl Gate {
             }
             start += size;
         };
-        pending.drain(..start);
-        self.pending = pending;
-        result
+        (start, result)
     }
 
     fn judge(&mut self, first: u8, body: &[u8]) -> Result<Decision, GateError> {
@@ -160,25 +181,27 @@ impl Gate {
             ProtocolVersion::V4 => None,
             ProtocolVersion::V5 => publish_topic_alias(&mut r).ok_or_else(malformed)?,
         };
-        let topic = match (topic.is_empty(), alias) {
-            (false, _) => topic.to_owned(),
-            (true, Some(alias)) => self
-                .aliases
-                .get(&alias)
-                .cloned()
-                .ok_or(GateError::UnknownTopicAlias(alias))?,
+        // Borrowed in the common case: no allocation per allowed PUBLISH.
+        let topic: Cow<'_, str> = match (topic.is_empty(), alias) {
+            (false, _) => Cow::Borrowed(topic),
+            (true, Some(alias)) => Cow::Owned(
+                self.aliases
+                    .get(&alias)
+                    .cloned()
+                    .ok_or(GateError::UnknownTopicAlias(alias))?,
+            ),
             (true, None) => return Err(malformed()),
         };
         if self.permissions.may_publish(&topic) {
             if let Some(alias) = alias {
-                self.aliases.insert(alias, topic);
+                self.aliases.insert(alias, topic.into_owned());
             }
             return Ok(Decision::Forward);
         }
         warn!(peer = %self.peer, user = %self.username, %topic, qos, "refusing publish: not authorized");
         let id = packet_id.to_be_bytes();
         match (self.version, qos) {
-            (ProtocolVersion::V4, _) => Err(GateError::Forbidden(topic)),
+            (ProtocolVersion::V4, _) => Err(GateError::Forbidden(topic.into_owned())),
             (ProtocolVersion::V5, 0) => Ok(Decision::Drop),
             // PUBACK / PUBREC with a reason and no properties.
             (ProtocolVersion::V5, 1) => {
