@@ -104,9 +104,24 @@ impl FrontDoor {
     }
 
     async fn serve_tls(&self, stream: TcpStream, peer: SocketAddr, tls: TlsAcceptor) {
+        self.upgrade_then_admit(peer, "TLS", tls.accept(stream))
+            .await;
+    }
+
+    /// Runs a transport's handshake (`upgrade`) and reads CONNECT, both within the connect
+    /// timeout, then admits the client: an idle socket can never hold a listener.
+    pub(crate) async fn upgrade_then_admit<S, F>(
+        &self,
+        peer: SocketAddr,
+        transport: &'static str,
+        upgrade: F,
+    ) where
+        F: std::future::Future<Output = std::io::Result<S>>,
+        S: AsyncRead + AsyncWrite + Unpin + SplitStream,
+    {
         let timeout = self.config.connect_timeout;
         let handshake = tokio::time::timeout(timeout, async {
-            let mut stream = tls.accept(stream).await?;
+            let mut stream = upgrade.await?;
             let first = read_packet(&mut stream, 0x10, self.config.max_packet_size).await;
             Ok::<_, std::io::Error>((stream, first))
         });
@@ -115,8 +130,10 @@ impl FrontDoor {
             shaken = handshake => shaken,
         };
         match shaken {
-            Err(_) => info!(%peer, ?timeout, "closing TLS connection: no CONNECT in time"),
-            Ok(Err(err)) => info!(%peer, cause = %err, "closing connection: TLS handshake failed"),
+            Err(_) => info!(%peer, ?timeout, transport, "closing connection: no CONNECT in time"),
+            Ok(Err(err)) => {
+                info!(%peer, cause = %err, transport, "closing connection: handshake failed")
+            }
             Ok(Ok((stream, first))) => self.admit(stream, peer, first).await,
         }
     }

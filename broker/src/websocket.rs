@@ -13,10 +13,9 @@ use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio::net::TcpStream;
-use tracing::info;
 use ws_stream_tungstenite::WsStream;
 
-use crate::front_door::{read_packet, FrontDoor};
+use crate::front_door::FrontDoor;
 
 /// An upgraded connection, read and written as a byte stream.
 pub(crate) type WsConnection = WsStream<TokioAdapter<TcpStream>>;
@@ -45,31 +44,18 @@ fn choose_subprotocol(
 }
 
 impl FrontDoor {
-    /// Upgrades `stream` to WebSocket and reads CONNECT, all within the handshake timeout.
+    /// Upgrades `stream` to WebSocket and reads CONNECT, both within the connect timeout.
     pub(crate) async fn serve_ws(&self, stream: TcpStream, peer: SocketAddr) {
-        let timeout = self.config.connect_timeout;
         // A frame may carry a whole packet plus the frame header.
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(self.config.max_packet_size + 16))
             .max_frame_size(Some(self.config.max_packet_size + 16));
-        let handshake = tokio::time::timeout(timeout, async {
+        let upgrade = async {
             let ws = accept_hdr_async_with_config(stream, choose_subprotocol, Some(ws_config))
                 .await
                 .map_err(std::io::Error::other)?;
-            let mut stream = WsStream::new(ws);
-            let first = read_packet(&mut stream, 0x10, self.config.max_packet_size).await;
-            Ok::<_, std::io::Error>((stream, first))
-        });
-        let shaken = tokio::select! {
-            _ = self.shutdown.cancelled() => return,
-            shaken = handshake => shaken,
+            Ok(WsStream::new(ws))
         };
-        match shaken {
-            Err(_) => info!(%peer, ?timeout, "closing WebSocket connection: no CONNECT in time"),
-            Ok(Err(err)) => {
-                info!(%peer, cause = %err, "closing connection: WebSocket handshake failed")
-            }
-            Ok(Ok((stream, first))) => self.admit(stream, peer, first).await,
-        }
+        self.upgrade_then_admit(peer, "WebSocket", upgrade).await;
     }
 }
