@@ -89,27 +89,28 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `wattchain up` on `port` writing to `data`, fast enough for a test (low difficulty, short
+/// period and windows).
+fn fast_up(port: u16, data: &std::path::Path) -> Vec<String> {
+    let listen = format!("127.0.0.1:{port}");
+    let data = data.to_string_lossy().into_owned();
+    let args = ["up", "--listen", &listen, "--data-dir", &data];
+    let fast = ["--difficulty", "8", "--period", "50ms", "--window", "2"];
+    args.iter()
+        .chain(fast.iter())
+        .map(|a| a.to_string())
+        .collect()
+}
+
 #[test]
 fn up_mines_blocks_that_mosquitto_sub_sees_and_stops_cleanly_on_sigterm() {
     let port = free_port();
     let data = tempfile::tempdir().unwrap();
-    let mut up = Proc::spawn(wattchain().args([
-        "up",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--difficulty",
-        "8",
-        "--period",
-        "50ms",
-        "--window",
-        "2",
-        "--churn",
-        "500ms",
-        "--seed",
-        "7",
-    ]));
+    let mut up = Proc::spawn(
+        wattchain()
+            .args(fast_up(port, data.path()))
+            .args(["--churn", "500ms", "--seed", "7"]),
+    );
     let watch = up.line("the mosquitto_sub line", |l| l.contains("mosquitto_sub"));
     assert!(watch.contains(&format!("-p {port}")), "{watch}");
     let block = up.line("a block line", |l| {
@@ -187,19 +188,7 @@ fn up_mines_blocks_that_mosquitto_sub_sees_and_stops_cleanly_on_sigterm() {
     );
 
     // Started again, it continues the same chain.
-    let mut again = Proc::spawn(wattchain().args([
-        "up",
-        "--listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--difficulty",
-        "8",
-        "--period",
-        "50ms",
-        "--window",
-        "2",
-    ]));
+    let mut again = Proc::spawn(wattchain().args(fast_up(free_port(), data.path())));
     let next = format!("block {:>5}", lines.len());
     again.line("the next block index", |l| l.starts_with(&next));
     assert!(again.terminate().success());
