@@ -264,3 +264,53 @@ async fn a_second_connection_with_the_same_id_takes_over_and_the_first_is_told()
     raw_round_trip_v4(&mut second, "twin/echo").await;
     broker.shutdown().await;
 }
+
+/// The TCP_NODELAY flag of every socket of this process whose local address is `addr` and
+/// that is connected (not the listener).
+fn nodelay_of_connections_accepted_on(addr: SocketAddr) -> Vec<bool> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let mut flags = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .flatten()
+    {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: only queried; a descriptor closed meanwhile makes the calls fail, no more.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+        if local == Some(addr) && !socket.is_listener().unwrap_or(true) {
+            flags.push(socket.tcp_nodelay().unwrap_or(false));
+        }
+    }
+    flags
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn rumqttd_sends_without_nagle_so_back_to_back_messages_are_not_held_for_an_ack() {
+    // rumqttd leaves Nagle on for what it accepts: its second small write then waits for the
+    // front door's delayed ACK, up to 40 ms per hop. The broker sets TCP_NODELAY on rumqttd's
+    // listeners, which Linux hands down to every accepted connection.
+    let broker = start(test_config()).await;
+    let (code, mut stream) =
+        raw_connack(broker.local_addr(), &connect_packet(4, "nagle", None)).await;
+    assert_eq!(code, 0);
+    raw_round_trip_v4(&mut stream, "nagle/echo").await;
+    let flags = nodelay_of_connections_accepted_on(broker.internal_v4_addr());
+    assert!(
+        !flags.is_empty(),
+        "the front door's upstream connection is found"
+    );
+    assert!(
+        flags.iter().all(|&on| on),
+        "every connection rumqttd accepted has TCP_NODELAY: {flags:?}"
+    );
+    broker.shutdown().await;
+}
