@@ -120,6 +120,8 @@ pub enum Route {
     Average { cabinet: String, quantity: Quantity },
     /// `{root}/cabinet/{cab}/status`
     CabinetStatus { cabinet: String },
+    /// `{root}/cabinet/{cab}/commit`
+    Commit { cabinet: String },
     /// `{root}/ledger/block`
     Block,
     /// `{root}/ledger/head`
@@ -189,6 +191,12 @@ impl Topics {
         format!("{}/cabinet/{cabinet}/status", self.root)
     }
 
+    /// Every block that commits windows of one cabinet: its own copy of each such block, so
+    /// that a cabinet receives the blocks that concern it and no others.
+    pub fn commit(&self, cabinet: &str) -> String {
+        format!("{}/cabinet/{cabinet}/commit", self.root)
+    }
+
     /// Every mined block.
     pub fn block(&self) -> String {
         format!("{}/ledger/block", self.root)
@@ -252,6 +260,7 @@ impl Topics {
                 quantity: q.parse().ok()?,
             }),
             ["cabinet", cab, "status"] => Some(Route::CabinetStatus { cabinet: id(cab)? }),
+            ["cabinet", cab, "commit"] => Some(Route::Commit { cabinet: id(cab)? }),
             ["ledger", "block"] => Some(Route::Block),
             ["ledger", "head"] => Some(Route::Head),
             ["agent", agent, "status"] => Some(Route::AgentStatus { id: id(agent)? }),
@@ -292,6 +301,12 @@ mod tests {
             (
                 t.cabinet_status("c1"),
                 Route::CabinetStatus {
+                    cabinet: "c1".into(),
+                },
+            ),
+            (
+                t.commit("c1"),
+                Route::Commit {
                     cabinet: "c1".into(),
                 },
             ),

@@ -219,7 +219,7 @@ async fn uncommitted_windows_are_republished_after_the_deadline_and_after_a_rest
     let publisher = rumqttc_publisher(&url).await;
     publisher
         .publish(
-            Topics::default().block(),
+            Topics::default().commit("c1"),
             rumqttc::QoS::AtLeastOnce,
             false,
             commit_block("c1", 0, &tasks0),

@@ -25,27 +25,11 @@ use wattchain::publisher::{self, PublisherConfig};
 use wattchain::topics::{Quantity, Topics};
 
 const CASES: usize = 10_000;
-const FROM: &str = "2026-11-21T10:00:00.000Z";
-const TO: &str = "2026-11-21T10:00:03.000Z";
+const FROM: &str = support::TASK_FROM;
+const TO: &str = support::TASK_TO;
 
 fn tasks(cabinet: &str, window: u64) -> Vec<WindowTask> {
-    Quantity::ALL
-        .iter()
-        .enumerate()
-        .map(|(k, q)| {
-            let values: Vec<f64> = (0..4).map(|i| 230.0 + k as f64 * 10.0 + i as f64).collect();
-            WindowTask {
-                cabinet: cabinet.into(),
-                window,
-                quantity: *q,
-                first_seq: window * 4,
-                digest: digest_hex(&values),
-                values,
-                from: FROM.into(),
-                to: TO.into(),
-            }
-        })
-        .collect()
+    support::window_tasks(cabinet, window)
 }
 
 fn record_of(tasks: &[WindowTask]) -> Record {

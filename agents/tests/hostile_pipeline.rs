@@ -128,7 +128,7 @@ async fn hostile_messages_on_every_agent_topic_are_dead_lettered_while_windows_k
 
         let (_, payload) = m.mutate(&foreign_block_json());
         bad_blocks += check_block("c1", &empty_outbox, &payload).is_err() as usize;
-        messages.push((topics.block(), payload));
+        messages.push((topics.commit("c1"), payload));
     }
     eprintln!("refused by the decoders: {bad_tasks} tasks, {bad_averages} averages, {bad_blocks} blocks of {PER_KIND} each");
     assert!(bad_tasks > PER_KIND / 2 && bad_averages > PER_KIND / 2 && bad_blocks > PER_KIND / 2);

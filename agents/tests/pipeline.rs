@@ -152,6 +152,27 @@ async fn run_pipeline(broker: TestBroker, disruption: Disruption) {
                 }
             }
         }
+        // Each block reaches c1 on its own commit topic, and nothing else does.
+        for (cabinet, block) in &s.commit_deliveries {
+            assert_eq!(cabinet, "c1");
+            assert!(
+                block.records().iter().any(|r| &r.cabinet == cabinet),
+                "block {} sent to a cabinet it does not concern",
+                block.index
+            );
+        }
+        let delivered: std::collections::BTreeSet<u64> =
+            s.commit_deliveries.iter().map(|(_, b)| b.index).collect();
+        let concerning: std::collections::BTreeSet<u64> = by_index
+            .values()
+            .filter(|b| !b.records().is_empty())
+            .map(|b| b.index)
+            .collect();
+        assert_eq!(
+            delivered, concerning,
+            "every block with windows of c1 reaches c1"
+        );
+
         let agents: std::collections::HashSet<&str> =
             s.averages.iter().map(|a| a.agent.as_str()).collect();
         assert!(agents.len() > 1, "work was shared: {agents:?}");

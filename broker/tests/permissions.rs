@@ -221,18 +221,25 @@ async fn the_example_users_file_grants_each_role_exactly_its_topics() {
         user.permissions().for_user(name)
     };
     let block = "wattchain/ledger/block";
+    let commit = "wattchain/cabinet/c1/commit";
     let (cabinet, averager) = (perms("cabinet-c1"), perms("averager"));
     let (publisher, watcher) = (perms("publisher"), perms("watcher"));
     assert!(cabinet.may_publish("wattchain/cabinet/c1/window/PA"));
     assert!(cabinet.may_publish("wattchain/agent/cabinet-c1/status"));
     assert!(!cabinet.may_publish("wattchain/cabinet/c2/quad"));
-    assert!(cabinet.may_subscribe(block));
+    assert!(cabinet.may_subscribe(commit));
+    assert!(!cabinet.may_subscribe("wattchain/cabinet/c2/commit"));
     assert!(averager.may_publish("wattchain/cabinet/c2/average/U"));
     assert!(averager.may_subscribe("$share/wattchain-averagers-U/wattchain/cabinet/+/window/U"));
     assert!(publisher.may_publish(block) && publisher.may_publish("wattchain/ledger/head"));
+    assert!(publisher.may_publish(commit) && publisher.may_publish("wattchain/cabinet/c9/commit"));
     assert!(publisher.may_subscribe("wattchain/cabinet/+/average/+"));
     for other in [&cabinet, &averager, &watcher] {
         assert!(!other.may_publish(block));
+        assert!(
+            !other.may_publish(commit),
+            "only the publisher commits windows"
+        );
     }
     assert!(watcher.may_subscribe("wattchain/#"));
     assert!(!watcher.may_publish("wattchain/cabinet/c1/quad"));

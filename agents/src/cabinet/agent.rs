@@ -85,9 +85,9 @@ impl CabinetConfig {
         format!("cabinet-{}", self.id)
     }
 
-    /// What the main session subscribes to: blocks, to see commits.
+    /// What the main session subscribes to: the blocks that commit this cabinet's windows.
     pub fn subscriptions(&self) -> Vec<(String, QoS)> {
-        vec![(self.topics.block(), QoS::AtLeastOnce)]
+        vec![(self.topics.commit(&self.id), QoS::AtLeastOnce)]
     }
 
     /// Options for the second session that carries the retained cabinet status, whose last

@@ -1,11 +1,11 @@
-//! Deciding whether a block received on `ledger/block` may commit this cabinet's windows.
+//! Deciding whether a block received on `cabinet/{cab}/commit` may commit this cabinet's windows.
 //!
-//! Anyone on the broker can publish on `ledger/block`, and a hash that verifies proves little
+//! Anyone on the broker can publish on that topic, and a hash that verifies proves little
 //! (a block's own difficulty may be 0). Committing removes a window from the outbox for good, so
 //! a block is only believed when, for every window of ours it commits that we still hold, it
 //! carries the digests and sample count we published. A forger must then know our samples'
 //! digests; those are public on the window topics, so full protection needs topic permissions
-//! at the broker (only the publisher may write `ledger/#`).
+//! at the broker (only the publisher may write `cabinet/+/commit`).
 
 use thiserror::Error;
 

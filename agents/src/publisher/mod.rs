@@ -11,12 +11,13 @@
 
 pub mod assembler;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -176,7 +177,7 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     }
     if let Some(head) = store.head() {
-        publish_head(&outlet, &config.topics, head, true).await;
+        publish_head(&outlet, &config.topics, head.to_json().into());
     }
 
     let mut publisher = Publisher {
@@ -226,7 +227,7 @@ struct Publisher {
     outlet: Outlet,
     assembler: Assembler,
     /// When each old block was last re-published (bounded: cleared when large).
-    reacked: HashMap<u64, Instant>,
+    reacked: HashMap<(u64, String), Instant>,
     stats: PublisherStats,
 }
 
@@ -250,7 +251,7 @@ impl Publisher {
         };
         if let Some(index) = store.committed_in(&avg.cabinet, avg.window) {
             self.stats.duplicates += 1;
-            self.reack(store, index).await;
+            self.reack(store, index, &avg.cabinet).await;
             return;
         }
         let (cabinet, window) = (avg.cabinet.clone(), avg.window);
@@ -320,7 +321,7 @@ impl Publisher {
             mining_ms = took.as_millis() as u64,
             "block appended"
         );
-        publish_head(&self.outlet, &self.config.topics, &block, false).await;
+        publish_block(&self.outlet, &self.config.topics, &block).await;
         if let Some(tx) = reports {
             let _ = tx.send(MinedBlock {
                 block,
@@ -330,12 +331,14 @@ impl Publisher {
         Ok(())
     }
 
-    /// Re-publishes the block committing a window a cabinet re-issued (it missed the block).
-    async fn reack(&mut self, store: &ChainStore, index: u64) {
+    /// Re-publishes, on the cabinet's commit topic, the block committing a window the cabinet
+    /// re-issued (it missed the block); at most once per `reack_interval` per block and cabinet.
+    async fn reack(&mut self, store: &ChainStore, index: u64, cabinet: &str) {
         let now = Instant::now();
+        let key = (index, cabinet.to_string());
         if self
             .reacked
-            .get(&index)
+            .get(&key)
             .is_some_and(|t| now.duration_since(*t) < self.config.reack_interval)
         {
             return;
@@ -343,18 +346,18 @@ impl Publisher {
         if self.reacked.len() > 4096 {
             self.reacked.clear();
         }
-        self.reacked.insert(index, now);
+        self.reacked.insert(key, now);
         match store.read_block(index) {
             Ok(block) => {
                 info!(
                     index,
-                    "re-publishing the block that already commits a re-issued window"
+                    cabinet, "re-publishing the block that already commits a re-issued window"
                 );
                 self.stats.reacks += 1;
-                let payload = block.to_json().into_bytes();
+                let topic = self.config.topics.commit(cabinet);
                 let _ = self
                     .outlet
-                    .publish(self.config.topics.block(), payload, QoS::AtLeastOnce, false)
+                    .publish(topic, block.to_json(), QoS::AtLeastOnce, false)
                     .await;
             }
             Err(e) => warn!(index, cause = %e, "cannot read back a committed block"),
@@ -374,14 +377,30 @@ impl Publisher {
     }
 }
 
-/// Publishes a block on `ledger/block` (unless `head_only`) and retained on `ledger/head`.
-async fn publish_head(outlet: &Outlet, topics: &Topics, block: &Block, head_only: bool) {
-    let payload = block.to_json().into_bytes();
-    if !head_only {
+/// Publishes a new block once on `ledger/block` for watchers, once on the commit topic of
+/// each cabinet whose windows it commits (so no cabinet receives blocks that do not concern
+/// it), and retained on `ledger/head`. The payload is shared, not copied, between them.
+async fn publish_block(outlet: &Outlet, topics: &Topics, block: &Block) {
+    let payload = Bytes::from(block.to_json());
+    let _ = outlet
+        .publish(topics.block(), payload.clone(), QoS::AtLeastOnce, false)
+        .await;
+    let cabinets: BTreeSet<&str> = block.records().iter().map(|r| r.cabinet.as_str()).collect();
+    for cabinet in cabinets {
         let _ = outlet
-            .publish(topics.block(), payload.clone(), QoS::AtLeastOnce, false)
+            .publish(
+                topics.commit(cabinet),
+                payload.clone(),
+                QoS::AtLeastOnce,
+                false,
+            )
             .await;
     }
+    publish_head(outlet, topics, payload);
+}
+
+/// Publishes `payload`, the latest block, retained on `ledger/head`.
+fn publish_head(outlet: &Outlet, topics: &Topics, payload: Bytes) {
     if let Err(e) = outlet.publish_retained(topics.head(), payload) {
         warn!(cause = %e, "head not published; it is re-published after the next reconnection");
     }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use wattchain::averager::{self, AveragerConfig, AveragerStats};
 use wattchain::bus::{BrokerUrl, Bus, BusOptions};
 use wattchain::cabinet::{self, CabinetConfig, CabinetError, CabinetStats};
-use wattchain::ledger::Block;
+use wattchain::ledger::{digest_hex, Block};
 use wattchain::messages::{Average, Quadruplet, WindowTask};
 use wattchain::publisher::{self, PublisherConfig, PublisherError, PublisherStats};
 use wattchain::regmap::RegisterMap;
@@ -260,8 +260,10 @@ pub struct Seen {
     /// Every window task publication, duplicates included.
     pub tasks: Vec<WindowTask>,
     pub averages: Vec<Average>,
-    /// Every block publication, re-publications included.
+    /// Every block publication on `ledger/block`, re-publications included.
     pub blocks: Vec<Block>,
+    /// Every block publication on a cabinet's commit topic: (that cabinet, the block).
+    pub commit_deliveries: Vec<(String, Block)>,
     pub statuses: Vec<(String, serde_json::Value)>,
     pub deadletters: Vec<serde_json::Value>,
     /// `ledger/head` publications received.
@@ -368,6 +370,10 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
             Some(Route::Block) => seen
                 .blocks
                 .push(Block::from_json(std::str::from_utf8(payload).ok()?).ok()?),
+            Some(Route::Commit { cabinet }) => seen.commit_deliveries.push((
+                cabinet,
+                Block::from_json(std::str::from_utf8(payload).ok()?).ok()?,
+            )),
             Some(Route::CabinetStatus { .. }) | Some(Route::AgentStatus { .. }) => seen
                 .statuses
                 .push((topic.to_string(), serde_json::from_slice(payload).ok()?)),
@@ -421,4 +427,30 @@ impl Seen {
             .find(|(t, _)| t == topic)
             .map(|(_, v)| v)
     }
+}
+
+/// `from` of the windows made by [`window_tasks`].
+pub const TASK_FROM: &str = "2026-11-21T10:00:00.000Z";
+/// `to` of the windows made by [`window_tasks`].
+pub const TASK_TO: &str = "2026-11-21T10:00:03.000Z";
+
+/// The four valid tasks of one window of four samples, as a cabinet would publish them.
+pub fn window_tasks(cabinet: &str, window: u64) -> Vec<WindowTask> {
+    wattchain::topics::Quantity::ALL
+        .iter()
+        .enumerate()
+        .map(|(k, q)| {
+            let values: Vec<f64> = (0..4).map(|i| 230.0 + k as f64 * 10.0 + i as f64).collect();
+            WindowTask {
+                cabinet: cabinet.into(),
+                window,
+                quantity: *q,
+                first_seq: window * 4,
+                digest: digest_hex(&values),
+                values,
+                from: TASK_FROM.into(),
+                to: TASK_TO.into(),
+            }
+        })
+        .collect()
 }
