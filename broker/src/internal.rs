@@ -187,17 +187,39 @@ fn spawn(config: &BrokerConfig, ports: Rumqttd, topic: &str) -> Result<LinkRx, B
     witness_tx
         .subscribe(format!("{topic}/#"))
         .map_err(|err| not_ready(format!("cannot subscribe the readiness witness: {err}")))?;
+    let matcher = match_every_topic(&mut broker)
+        .map_err(|err| not_ready(format!("cannot link the topic matcher: {err}")))?;
     std::thread::Builder::new()
         .name(format!("rumqttd-{}", ports.v4.port()))
         .spawn(move || {
-            // The witness's sending half lives as long as rumqttd does.
+            // The witness's sending half and the matcher live as long as rumqttd does.
             let _witness_tx = witness_tx;
+            let _matcher = matcher;
             if let Err(err) = broker.start() {
                 error!(cause = %err, "embedded rumqttd stopped");
             }
         })
         .map_err(|err| not_ready(format!("cannot spawn rumqttd thread: {err}")))?;
     Ok(witness_rx)
+}
+
+/// Subscribes a local link, which never reads, to `#`.
+///
+/// rumqttd caches which filters a topic matches, but only when it matches at least one: a
+/// publish nobody subscribes to (every quadruplet, when no dashboard watches) is matched again
+/// against every filter, and a site with a commit filter per cabinet has hundreds. With `#`
+/// every topic matches something, so each is matched once and then found in the cache. The
+/// link never reads: rumqttd parks it once its outgoing buffer is full and never forwards to
+/// it again, so the cost per publish is the append to the `#` log, which the segment limits
+/// bound like any other filter's.
+fn match_every_topic(
+    broker: &mut rumqttd::Broker,
+) -> Result<(rumqttd::local::LinkTx, LinkRx), String> {
+    let (mut tx, rx) = broker
+        .link("wattchain-topic-matcher")
+        .map_err(|e| e.to_string())?;
+    tx.subscribe("#").map_err(|e| e.to_string())?;
+    Ok((tx, rx))
 }
 
 /// Retries an MQTT handshake against `addr` until it succeeds or `within` elapses, then
