@@ -155,19 +155,30 @@ fn engines_agree_with_sha2_at_the_edges_of_the_nonce_words() {
 #[test]
 fn one_thread_finds_the_lowest_qualifying_nonce_with_every_engine() {
     let prefix = HeaderPrefix::new(5, 10, &Hash32([1; 32]), &Hash32([2; 32]), 1_700_000_000_000);
-    let expected = (0u64..)
-        .find(|n| Hash32(reference(&prefix, *n)).leading_zero_bits() >= 10)
-        .expect("some nonce has 10 zero bits");
-    for engine in supported_engines() {
-        let miner = Miner::new(1).with_engine(engine).expect("supported");
-        let mined = miner
-            .mine(&prefix, 10, &AtomicBool::new(false))
-            .expect("reachable");
-        assert_eq!(mined.nonce, expected, "{engine}");
-        assert_eq!(mined.hash, reference(&prefix, expected), "{engine}");
-        // Whole batches are hashed: the winner's batch and every one before it.
-        let lanes = engine.lanes() as u64;
-        assert_eq!(mined.trials, (expected / lanes + 1) * lanes, "{engine}");
+    // 10 bits: found in the first trials, on the calling thread. 17 bits: past the calling
+    // thread's first share of the search, so the mining threads must continue where it
+    // stopped, skipping and repeating nothing.
+    for difficulty in [10, 17] {
+        let expected = (0u64..)
+            .find(|n| Hash32(reference(&prefix, *n)).leading_zero_bits() >= difficulty)
+            .expect("some nonce qualifies");
+        if difficulty == 17 {
+            assert!(
+                expected > 1 << 14,
+                "the case reaches the threads: {expected}"
+            );
+        }
+        for engine in supported_engines() {
+            let miner = Miner::new(1).with_engine(engine).expect("supported");
+            let mined = miner
+                .mine(&prefix, difficulty, &AtomicBool::new(false))
+                .expect("reachable");
+            assert_eq!(mined.nonce, expected, "{engine} at {difficulty} bits");
+            assert_eq!(mined.hash, reference(&prefix, expected), "{engine}");
+            // Whole batches are hashed: the winner's batch and every one before it.
+            let lanes = engine.lanes() as u64;
+            assert_eq!(mined.trials, (expected / lanes + 1) * lanes, "{engine}");
+        }
     }
 }
 

@@ -26,6 +26,10 @@ pub use engine::{Engine, UnknownEngine, UnsupportedEngine};
 /// Trials between two looks at the stop flags (tens of microseconds of work).
 pub const POLL_EVERY: u64 = 1024;
 
+/// Trials made on the calling thread before the other mining threads start (≈ 0.3 ms with
+/// vector lanes): enough for a block of difficulty up to about 12 bits.
+const SOLO_TRIALS: u64 = 1 << 14;
+
 /// SHA-256 initial state (FIPS 180-4, 5.3.3).
 const H0: [u32; 8] = [
     0x6a09_e667,
@@ -213,24 +217,35 @@ impl Miner {
         let kernel = Kernel::new(self.engine).unwrap_or(Kernel::Portable);
         let stop = AtomicBool::new(false);
         let found = Mutex::new(None);
-        let total = AtomicU64::new(0);
-        let step = self.threads as u64;
-        std::thread::scope(|scope| {
-            for first in 0..step {
-                let worker = Worker {
-                    midstate: &midstate,
-                    kernel,
-                    difficulty,
-                    stop: &stop,
-                    cancel,
-                    found: &found,
-                };
-                let total = &total;
-                scope.spawn(move || total.fetch_add(worker.run(first, step), Ordering::Relaxed));
-            }
-        });
+        let worker = Worker {
+            midstate: &midstate,
+            kernel,
+            difficulty,
+            stop: &stop,
+            cancel,
+            found: &found,
+        };
+        // An easy block (the usual case at low difficulty) is found here, on the calling
+        // thread, before starting any other: starting threads costs more than its search.
+        let lanes = kernel.engine().lanes() as u64;
+        let solo_batches = (SOLO_TRIALS / lanes).max(1);
+        let mut trials = worker.run(0, 1, solo_batches);
+        if !stop.load(Ordering::Relaxed) && !cancel.load(Ordering::Relaxed) {
+            let step = self.threads as u64;
+            let total = AtomicU64::new(0);
+            std::thread::scope(|scope| {
+                for t in 0..step {
+                    let total = &total;
+                    let worker = &worker;
+                    scope.spawn(move || {
+                        let done = worker.run(solo_batches + t, step, u64::MAX);
+                        total.fetch_add(done, Ordering::Relaxed)
+                    });
+                }
+            });
+            trials += total.into_inner();
+        }
         let found = found.into_inner().unwrap_or_else(|e| e.into_inner());
-        let trials = total.into_inner();
         Search {
             found: found.map(|(nonce, hash)| Mined {
                 nonce,
@@ -253,9 +268,9 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    /// Hashes batches `first, first + step, ...` until a win, a stop or the end of the nonce
-    /// space; returns the number of hashes computed.
-    fn run(&self, first: u64, step: u64) -> u64 {
+    /// Hashes batches `first, first + step, ...` until a win, a stop, `max_batches` batches
+    /// or the end of the nonce space; returns the number of hashes computed.
+    fn run(&self, first: u64, step: u64, max_batches: u64) -> u64 {
         let lanes = self.kernel.engine().lanes() as u64;
         // The word-0 pre-filter: a hash meeting the difficulty has at least this many leading
         // zeros in its first state word.
@@ -267,8 +282,13 @@ impl Worker<'_> {
         let mut lows = [0u32; MAX_LANES];
         let mut batch = first;
         let mut trials = 0u64;
+        let mut left = max_batches;
         'search: loop {
             for _ in 0..batches_per_poll {
+                if left == 0 {
+                    break 'search;
+                }
+                left -= 1;
                 // Lane counts divide 2^32, so a batch never straddles two high words.
                 let Some(base) = batch.checked_mul(lanes) else {
                     break 'search;
