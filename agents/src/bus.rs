@@ -9,7 +9,7 @@
 //! of [`Incoming`] messages from [`Bus::recv`]. [`Bus::memory`] gives the same two things wired to
 //! channels instead of a broker: the seam that lets agent logic be tested without one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -467,6 +467,8 @@ impl Bus {
         let stop = CancellationToken::new();
         let session = Session {
             client: client.clone(),
+            held: VecDeque::new(),
+            held_bytes: 0,
             retained: retained.clone(),
             eventloop,
             subscriptions,
@@ -568,9 +570,23 @@ impl Drop for Bus {
     }
 }
 
+/// Messages, and payload bytes, a session holds for a busy agent before it stops reading
+/// from the broker. An agent is busy for a broker round trip or two (waiting for room to
+/// publish), so this is far more than it needs, and it bounds the memory a flood can take.
+const HELD_LIMIT: (usize, usize) = (4096, 16 << 20);
+
 /// The background task owning the event loop.
+///
+/// It keeps driving the connection while the agent is busy: an agent waiting for room to
+/// publish while the session waited for room in the agent's inbox was a deadlock. What arrives
+/// while the inbox is full is held, in order, up to [`HELD_LIMIT`]. Messages are acknowledged
+/// on receipt, as before: rumqttd sends a client nothing, not even the acknowledgements of
+/// its own publishes, while that client owes it acknowledgements for a full window.
 struct Session {
     client: AsyncClient,
+    /// Received while the inbox was full, oldest first, and their payload bytes.
+    held: VecDeque<Incoming>,
+    held_bytes: usize,
     retained: Retained,
     eventloop: EventLoop,
     subscriptions: Vec<(String, QoS)>,
@@ -588,9 +604,18 @@ impl Session {
         let mut delay = self.backoff.0;
         let mut connections = 0u64;
         loop {
+            let room = self.held.len() < HELD_LIMIT.0 && self.held_bytes < HELD_LIMIT.1;
             let event = tokio::select! {
                 _ = self.stop.cancelled() => break,
-                event = self.eventloop.poll() => event,
+                permit = self.incoming.reserve(), if !self.held.is_empty() => {
+                    let Ok(permit) = permit else { break };
+                    if let Some(msg) = self.held.pop_front() {
+                        self.held_bytes -= msg.payload.len();
+                        permit.send(msg);
+                    }
+                    continue;
+                }
+                event = self.eventloop.poll(), if room => event,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -618,10 +643,20 @@ impl Session {
                         topic: p.topic,
                         payload: p.payload,
                     };
-                    // Back-pressure: while the agent is busy, stop reading from the broker.
-                    tokio::select! {
-                        _ = self.stop.cancelled() => break,
-                        sent = self.incoming.send(msg) => if sent.is_err() { break },
+                    let msg = if self.held.is_empty() {
+                        match self.incoming.try_send(msg) {
+                            Ok(()) => continue,
+                            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+                            Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        }
+                    } else {
+                        msg
+                    };
+                    self.held_bytes += msg.payload.len();
+                    self.held.push_back(msg);
+                    if self.held.len() >= HELD_LIMIT.0 || self.held_bytes >= HELD_LIMIT.1 {
+                        warn!(broker = %self.broker, id = %self.id, held = self.held.len(),
+                            "agent busy: no longer reading from the broker until it catches up");
                     }
                 }
                 Ok(_) => {}
