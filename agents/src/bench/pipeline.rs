@@ -36,6 +36,10 @@ use crate::cabinet::{self, CabinetConfig, SourceConfig, SyntheticConfig};
 use crate::publisher::{self, PublisherConfig};
 use crate::topics::Topics;
 
+/// How long every role has to stop once production and draining are over; a role still
+/// running then is reported as a failure instead of hanging the bench.
+const ROLE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What `bench pipeline` is told.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PipelineBench {
@@ -359,7 +363,20 @@ async fn drive(
     let role_memory = children.memory();
     stop.cancel();
     let (mut produced, mut republished) = (0, 0);
-    while let Some(end) = roles.join_next().await {
+    let stop_by = tokio::time::Instant::now() + ROLE_STOP_TIMEOUT;
+    loop {
+        let end = match tokio::time::timeout_at(stop_by, roles.join_next()).await {
+            Ok(Some(end)) => end,
+            Ok(None) => break,
+            Err(_) => {
+                failures.push(format!(
+                    "{} role(s) did not stop within {ROLE_STOP_TIMEOUT:?}",
+                    roles.len()
+                ));
+                roles.abort_all();
+                break;
+            }
+        };
         match end {
             Ok(RoleEnd::Cabinet(Ok(stats))) => {
                 produced += stats.windows;
