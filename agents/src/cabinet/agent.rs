@@ -270,7 +270,7 @@ impl Agent {
             }
             None => self.poll().await?,
         }
-        self.publish_cut()
+        self.publish_cut().await
     }
 
     /// Queues held-back window tasks, oldest first, until the queue refuses one.
@@ -290,11 +290,11 @@ impl Agent {
 
     /// Durable first, then published: one fsync covers every window cut this tick, and a crash
     /// in between re-publishes them from the journal.
-    fn publish_cut(&mut self) -> Result<(), CabinetError> {
+    async fn publish_cut(&mut self) -> Result<(), CabinetError> {
         if self.cut.is_empty() {
             return Ok(());
         }
-        self.outbox.sync()?;
+        self.outbox.sync().await?;
         for tasks in std::mem::take(&mut self.cut) {
             if self.unsent.is_empty() {
                 self.publish_window(&tasks);

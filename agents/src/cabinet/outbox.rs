@@ -251,16 +251,24 @@ impl Outbox {
     }
 
     /// Makes every window put so far durable (one fsync for all of them); a no-op when they
-    /// already are.
-    pub fn sync(&mut self) -> Result<(), OutboxError> {
-        if self.unsynced {
-            let path = &self.path;
-            self.file.sync_data().map_err(|source| OutboxError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            self.unsynced = false;
+    /// already are. The fsync runs on tokio's blocking pool: a slow disk then delays this
+    /// agent only, not every task sharing its runtime (fifty cabinets in one bench process
+    /// used to queue behind each other's fsync).
+    pub async fn sync(&mut self) -> Result<(), OutboxError> {
+        if !self.unsynced {
+            return Ok(());
         }
+        let io = |source| OutboxError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let file = self.file.try_clone().map_err(io)?;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|synced| synced)
+            .map_err(io)?;
+        self.unsynced = false;
         Ok(())
     }
 
@@ -418,7 +426,7 @@ mod tests {
             outbox.put(tasks(w), Instant::now()).unwrap();
         }
         assert!(outbox.needs_sync(), "puts wait for the group's sync");
-        outbox.sync().unwrap();
+        outbox.sync().await.unwrap();
         assert!(!outbox.needs_sync());
         drop(outbox);
         let (_, rec) = Outbox::open(dir.path(), 100).unwrap();
