@@ -76,6 +76,11 @@ pub struct PipelineBench {
     /// Run the broker, publisher and averagers as child processes, each measured alone.
     #[arg(long)]
     pub processes: bool,
+    /// Start the cabinets spread over one window's duration, like independent cabinets,
+    /// instead of all at once (the default: every cabinet cuts its windows in the same tick,
+    /// the worst case for latency).
+    #[arg(long)]
+    pub stagger: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -96,6 +101,7 @@ impl PipelineBench {
             drain: Duration::from_secs(15),
             data_dir: std::env::temp_dir(),
             processes: false,
+            stagger: false,
             json: false,
         }
     }
@@ -141,6 +147,8 @@ pub struct PipelineReport {
     pub broker: String,
     /// Cabinets.
     pub cabinets: usize,
+    /// Whether the cabinets started spread over one window (`--stagger`) or all at once.
+    pub staggered: bool,
     /// Offered load: cabinets × rate, quadruplets/s.
     pub offered_quads_per_s: f64,
     /// Committed quadruplets per second, from start to the last new commit seen.
@@ -176,8 +184,14 @@ impl fmt::Display for PipelineReport {
         let ms = |us: f64| us / 1000.0;
         writeln!(
             f,
-            "pipeline on {} broker, {} cabinets",
-            self.broker, self.cabinets
+            "pipeline on {} broker, {} cabinets ({})",
+            self.broker,
+            self.cabinets,
+            if self.staggered {
+                "staggered starts"
+            } else {
+                "windows cut in the same tick"
+            }
         )?;
         writeln!(f, "  offered      {:.0} quads/s", self.offered_quads_per_s)?;
         writeln!(
@@ -327,10 +341,22 @@ async fn drive(
     children.mark_idle();
     let mut tally = ChainTally::new(cabinets.iter().map(|c| c.0.clone()), per_cabinet);
     let start = Instant::now();
-    for (_, config, bus, status_bus) in cabinets {
+    let window_time = Duration::from_secs_f64(bench.window as f64 / bench.rate);
+    let cabinet_count = cabinets.len();
+    for (k, (_, config, bus, status_bus)) in cabinets.into_iter().enumerate() {
         let s = stop.clone();
-        roles
-            .spawn(async move { RoleEnd::Cabinet(cabinet::run(config, bus, status_bus, s).await) });
+        let offset = if bench.stagger {
+            window_time.mul_f64(k as f64 / cabinet_count as f64)
+        } else {
+            Duration::ZERO
+        };
+        roles.spawn(async move {
+            tokio::select! {
+                _ = s.cancelled() => {}
+                _ = tokio::time::sleep(offset) => {}
+            }
+            RoleEnd::Cabinet(cabinet::run(config, bus, status_bus, s).await)
+        });
     }
     info!(
         cabinets = bench.cabinets,
@@ -394,6 +420,7 @@ async fn drive(
     Ok(PipelineReport {
         broker: broker_name,
         cabinets: bench.cabinets,
+        staggered: bench.stagger,
         offered_quads_per_s: bench.rate * bench.cabinets as f64,
         sustained_quads_per_s: if elapsed.is_zero() {
             0.0
@@ -508,10 +535,18 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_produced_window_reaches_the_chain_exactly_once() {
+        for stagger in [false, true] {
+            check_every_window_committed_once(stagger).await;
+        }
+    }
+
+    async fn check_every_window_committed_once(stagger: bool) {
         let mut bench = PipelineBench::new(3, 200.0, 1.0);
         bench.window = 10;
         bench.difficulty = 4;
+        bench.stagger = stagger;
         let report = run(&bench, CancellationToken::new()).await.unwrap();
+        assert_eq!(report.staggered, stagger);
         assert!(report.failures.is_empty(), "{:?}", report.failures);
         assert_eq!(report.windows_produced, 3 * 20);
         assert_eq!(report.windows_committed, 3 * 20);
