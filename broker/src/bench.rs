@@ -6,6 +6,9 @@
 //! best run: interference from other processes only ever slows a run down, so the best run
 //! is the least noisy estimate of what the path can do.
 
+pub mod bound;
+pub mod memory;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
