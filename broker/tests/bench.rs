@@ -75,7 +75,10 @@ async fn memory_bench_floods_every_filter_and_reports_peak_growth_next_to_the_bo
     );
     assert!(report.bound.total > 0 && report.worst_case.total >= report.bound.total);
     let json: serde_json::Value = serde_json::to_value(&report).expect("serializes");
-    assert_eq!(json["scenario"]["tuning"]["max_segment_count"], 2);
+    assert_eq!(
+        json["scenario"]["tuning"]["max_segment_count"],
+        scenario.tuning.max_segment_count
+    );
     assert!(report.to_string().contains("bound"));
 }
 

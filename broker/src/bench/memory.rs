@@ -14,17 +14,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::bound::{memory_bound, Load, MemoryBound};
+use super::client::{connect, discard, publish_packet, subscribe};
 use crate::{BrokerConfig, BrokerError, RumqttdTuning};
 
 /// Bound on a whole scenario, so a stuck broker fails the bench instead of hanging it.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Bound on one handshake step (CONNACK, SUBACK).
-const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Topic prefix of the flooded filters; each filter is `membench/NNNN` (13 bytes).
 const TOPIC_PREFIX: &str = "membench/";
@@ -284,108 +281,20 @@ fn topic(i: usize) -> String {
     format!("{TOPIC_PREFIX}{i:04}")
 }
 
-/// Reads and drops everything until stopped or closed.
-async fn discard(mut stream: TcpStream, stop: CancellationToken) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            read = stream.read(&mut buf) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-        }
-    }
-}
-
-/// Opens an MQTT 3.1.1 clean session and waits for a successful CONNACK.
-async fn connect(addr: SocketAddr, client_id: &str) -> Result<TcpStream, BrokerError> {
-    let fail = |what: String| BrokerError::Bench(format!("{client_id}: {what}"));
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| fail(format!("connect: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
-    push_string(&mut body, client_id.as_bytes());
-    stream
-        .write_all(&frame(0x10, &body))
-        .await
-        .map_err(|e| fail(format!("CONNECT: {e}")))?;
-    let mut ack = [0u8; 4];
-    tokio::time::timeout(STEP_TIMEOUT, stream.read_exact(&mut ack))
-        .await
-        .map_err(|_| fail("no CONNACK".into()))?
-        .map_err(|e| fail(format!("CONNACK: {e}")))?;
-    if ack != [0x20, 0x02, 0x00, 0x00] {
-        return Err(fail(format!("refused: {ack:02x?}")));
-    }
-    Ok(stream)
-}
-
-/// Subscribes to `filter` at QoS 0 and waits for the SUBACK.
-async fn subscribe(stream: &mut TcpStream, filter: &str) -> Result<(), BrokerError> {
-    let fail = |what: String| BrokerError::Bench(format!("subscribe {filter}: {what}"));
-    let mut body = vec![0, 1];
-    push_string(&mut body, filter.as_bytes());
-    body.push(0);
-    stream
-        .write_all(&frame(0x82, &body))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let mut ack = [0u8; 5];
-    tokio::time::timeout(STEP_TIMEOUT, stream.read_exact(&mut ack))
-        .await
-        .map_err(|_| fail("no SUBACK".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-    if ack != [0x90, 0x03, 0x00, 0x01, 0x00] {
-        return Err(fail(format!("refused: {ack:02x?}")));
-    }
-    Ok(())
-}
-
-/// A QoS 0 PUBLISH.
-fn publish_packet(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(2 + topic.len() + payload.len());
-    push_string(&mut body, topic.as_bytes());
-    body.extend_from_slice(payload);
-    frame(0x30, &body)
-}
-
-/// A packet: first byte, remaining length, body.
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut packet = Vec::with_capacity(body.len() + 5);
-    packet.push(first);
-    let mut len = body.len();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        packet.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(body);
-    packet
-}
-
-/// Appends an MQTT length-prefixed string (callers keep it under 64 KiB).
-fn push_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
 /// A `/proc/self/status` field in bytes (Linux; elsewhere the bench cannot run).
 fn proc_status(field: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
-    status
-        .lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(field)?.strip_prefix(':')?;
-            rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
-        })
-        .map(|kib| kib * 1024)
-        .ok_or_else(|| format!("no {field} in /proc/self/status"))
+    status_field(&status, field).ok_or_else(|| format!("no {field} in /proc/self/status"))
+}
+
+/// A `Name:   1234 kB` line of a status text, in bytes.
+fn status_field(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kib * 1024)
+    })
 }
 
 #[cfg(test)]
@@ -393,16 +302,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frame_encodes_multi_byte_remaining_lengths() {
-        let packet = frame(0x30, &[0; 321]);
-        assert_eq!(&packet[..3], &[0x30, 0xc1, 0x02]);
-        assert_eq!(packet.len(), 3 + 321);
+    fn status_fields_are_read_in_bytes() {
+        let status = "Name:\tbench\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(status_field(status, "VmHWM"), Some(2 * 1024 * 1024));
+        assert_eq!(status_field(status, "VmRSS"), Some(1024 * 1024));
+        assert_eq!(status_field(status, "VmSwap"), None);
     }
 
     #[test]
-    fn proc_status_reads_the_peak_resident_size() {
-        let peak = proc_status("VmHWM").expect("Linux /proc");
-        let now = proc_status("VmRSS").expect("Linux /proc");
+    fn this_process_reports_a_peak_no_lower_than_its_resident_size() {
+        // One read, so both figures describe the same instant.
+        let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+        let peak = status_field(&status, "VmHWM").expect("VmHWM");
+        let now = status_field(&status, "VmRSS").expect("VmRSS");
         assert!(peak >= now && now > 0);
+        assert!(proc_status("VmHWM").is_ok());
     }
 }
