@@ -4,10 +4,11 @@
 //! the report and its JSON.
 //!
 //! Broker memory against its bound: `cargo bench -p wattchain-broker --bench front_door --
-//! memory [FILTERS]` (default 210) floods the default tuning and a small one (see
-//! `wattchain_broker::bench::memory::presets`) and prints, per scenario, the peak resident
-//! growth next to the bound. rumqttd cannot be stopped, so each scenario runs in a child
-//! process (this binary, called with `memory-scenario INDEX FILTERS`).
+//! memory [FILTERS [INDEX]]` (default 210 filters, every scenario) floods the default tuning
+//! and the former 4 MiB × 4 one (`wattchain_broker::bench::memory::presets`: largest
+//! messages, a stalled subscriber, small messages, FILTERS filters) and prints, per scenario,
+//! the peak resident growth next to the bound. rumqttd cannot be stopped, so each scenario
+//! runs in a child process (this binary, called with `memory-scenario INDEX FILTERS`).
 
 use wattchain_broker::bench::memory::{self, MemoryScenario};
 use wattchain_broker::RumqttdTuning;
