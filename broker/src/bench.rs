@@ -5,6 +5,14 @@
 //! front, direct, direct, front) so drift affects both sides equally. Each side reports its
 //! best run: interference from other processes only ever slows a run down, so the best run
 //! is the least noisy estimate of what the path can do.
+//!
+//! Memory: [`bound`] computes what the broker can hold for a configuration and a load, and
+//! [`memory`] floods a broker with many filters and a stalled subscriber to measure its peak
+//! resident size next to that bound.
+
+pub mod bound;
+mod client;
+pub mod memory;
 
 use std::fmt;
 use std::net::SocketAddr;
