@@ -329,6 +329,15 @@ mod tests {
     }
 
     #[test]
+    fn the_brokers_small_log_pattern_is_the_default_roots_commit_topics() {
+        // The embedded broker gives these filters small logs (one per cabinet).
+        assert_eq!(
+            Topics::default().commit("+"),
+            wattchain_broker::config::DEFAULT_COMMIT_FILTER
+        );
+    }
+
+    #[test]
     fn foreign_and_malformed_topics_are_not_recognised() {
         let t = Topics::default();
         for topic in [

@@ -162,12 +162,34 @@ pub struct RumqttdTuning {
     pub max_segment_count: usize,
     /// Packets buffered per outgoing connection before the router stops reading for it.
     pub max_outgoing_packet_count: u64,
-    /// Unacknowledged QoS 1/2 messages per connection.
+    /// Packets rumqttd reads from one connection per batch (despite its name: rumqttd's QoS 1
+    /// in-flight window is a fixed 100 messages).
     pub max_inflight_count: usize,
     /// Time rumqttd allows for its readiness probe to succeed on each internal port.
     #[serde(with = "humantime_serde")]
     pub readiness_timeout: Duration,
+    /// Smaller logs for the filters matching these patterns: filters that are many and carry
+    /// little, such as one commit topic per cabinet. Patterns should not overlap (rumqttd
+    /// gives a filter matching several any one of them).
+    pub filter_segments: Vec<FilterSegments>,
 }
+
+/// Log size for the filters matching one pattern; see [`RumqttdTuning::filter_segments`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSegments {
+    /// An MQTT filter (`+`, `#`) that subscribed filters are matched against as if topics.
+    pub filter: String,
+    /// Bytes per segment (at least 1024); a larger message is stored whole.
+    pub max_segment_size: usize,
+    /// Segments kept (at least 1).
+    pub max_segment_count: usize,
+}
+
+/// The commit topic of every cabinet under the default root: one filter per cabinet, a few
+/// blocks a second each. A cabinet that falls further behind than its log re-issues its
+/// windows after the commit deadline and is answered again, so small logs lose nothing.
+pub const DEFAULT_COMMIT_FILTER: &str = "wattchain/cabinet/+/commit";
 
 impl Default for RumqttdTuning {
     fn default() -> Self {
@@ -183,6 +205,11 @@ impl Default for RumqttdTuning {
             max_outgoing_packet_count: 100,
             max_inflight_count: 100,
             readiness_timeout: Duration::from_secs(5),
+            filter_segments: vec![FilterSegments {
+                filter: DEFAULT_COMMIT_FILTER.to_string(),
+                max_segment_size: 64 * 1024,
+                max_segment_count: 4,
+            }],
         }
     }
 }
@@ -283,6 +310,28 @@ impl BrokerConfig {
         }
         if tuning.readiness_timeout.is_zero() {
             return invalid("rumqttd.readiness_timeout must be positive".into());
+        }
+        for f in &tuning.filter_segments {
+            let valid_filter = !f.filter.is_empty()
+                && f.filter.split('/').enumerate().all(|(i, level)| {
+                    let last = i == f.filter.split('/').count() - 1;
+                    level == "+" || (level == "#" && last) || !level.contains(['+', '#'])
+                });
+            if !valid_filter {
+                return invalid(format!(
+                    "rumqttd.filter_segments: {:?} is not an MQTT filter",
+                    f.filter
+                ));
+            }
+            // Below 1 KiB rumqttd panics; a larger message is stored whole, so no upper tie
+            // to max_packet_size here.
+            if f.max_segment_size < 1024 || f.max_segment_count == 0 {
+                return invalid(format!(
+                    "rumqttd.filter_segments {:?}: max_segment_size must be at least 1024 and \
+                     max_segment_count at least 1",
+                    f.filter
+                ));
+            }
         }
         Ok(())
     }

@@ -170,6 +170,7 @@ fn spawn(config: &BrokerConfig, ports: Rumqttd, topic: &str) -> Result<LinkRx, B
             max_outgoing_packet_count: tuning.max_outgoing_packet_count,
             max_segment_size: tuning.max_segment_size,
             max_segment_count: tuning.max_segment_count,
+            custom_segment: custom_segments(tuning),
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("v4".to_owned(), server("v4", ports.v4))])),
@@ -201,6 +202,24 @@ fn spawn(config: &BrokerConfig, ports: Rumqttd, topic: &str) -> Result<LinkRx, B
         })
         .map_err(|err| not_ready(format!("cannot spawn rumqttd thread: {err}")))?;
     Ok(witness_rx)
+}
+
+/// rumqttd's per-filter log sizes, from `filter_segments`.
+fn custom_segments(
+    tuning: &crate::config::RumqttdTuning,
+) -> Option<HashMap<String, rumqttd::SegmentConfig>> {
+    let map: HashMap<String, rumqttd::SegmentConfig> = tuning
+        .filter_segments
+        .iter()
+        .map(|f| {
+            let segments = rumqttd::SegmentConfig {
+                max_segment_size: f.max_segment_size,
+                max_segment_count: f.max_segment_count,
+            };
+            (f.filter.clone(), segments)
+        })
+        .collect();
+    (!map.is_empty()).then_some(map)
 }
 
 /// Subscribes a local link, which never reads, to `#`.

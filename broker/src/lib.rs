@@ -70,7 +70,8 @@ use tracing::{info, warn};
 pub use acl::Permissions;
 pub use auth::{hash_password, AuthError};
 pub use config::{
-    default_config_toml, BrokerConfig, ConfigError, RumqttdTuning, TlsConfig, User, WsConfig,
+    default_config_toml, BrokerConfig, ConfigError, FilterSegments, RumqttdTuning, TlsConfig, User,
+    WsConfig,
 };
 pub use error::BrokerError;
 

@@ -57,3 +57,47 @@ fn validate_rejects_zero_connections() {
     };
     assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
 }
+
+#[test]
+fn filter_segments_are_read_and_bad_ones_refused_with_the_pattern() {
+    let parse = |extra: &str| -> Result<BrokerConfig, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "[rumqttd]\n{extra}").expect("write");
+        BrokerConfig::from_file(file.path())
+    };
+    let config = parse(
+        "[[rumqttd.filter_segments]]\nfilter = \"site/+/commit\"\nmax_segment_size = 2048\nmax_segment_count = 2",
+    )
+    .expect("a small log for one pattern is valid");
+    let only = &config.rumqttd.filter_segments;
+    assert_eq!(only.len(), 1, "the file's list replaces the default one");
+    assert_eq!(
+        (
+            only[0].filter.as_str(),
+            only[0].max_segment_size,
+            only[0].max_segment_count
+        ),
+        ("site/+/commit", 2048, 2)
+    );
+    for (bad, why) in [
+        (
+            "filter = \"a/#/b\"\nmax_segment_size = 2048\nmax_segment_count = 2",
+            "a/#/b",
+        ),
+        (
+            "filter = \"a/b+\"\nmax_segment_size = 2048\nmax_segment_count = 2",
+            "a/b+",
+        ),
+        (
+            "filter = \"a/+\"\nmax_segment_size = 512\nmax_segment_count = 2",
+            "1024",
+        ),
+        (
+            "filter = \"a/+\"\nmax_segment_size = 2048\nmax_segment_count = 0",
+            "at least 1",
+        ),
+    ] {
+        let err = parse(&format!("[[rumqttd.filter_segments]]\n{bad}")).expect_err(bad);
+        assert!(err.to_string().contains(why), "{bad}: {err}");
+    }
+}
