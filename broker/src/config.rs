@@ -195,12 +195,13 @@ impl Default for RumqttdTuning {
     fn default() -> Self {
         // rumqttd keeps a full log for every filter ever subscribed, so its size is paid per
         // filter (bench::bound). It is also the only buffer for a subscriber that lags: past
-        // (count - 1) × size bytes behind, rumqttd skips it ahead, even at QoS 1. The
-        // smallest segment validation allows, and four of them: with two, the front-door
-        // bench lost QoS 1 messages in about half its runs; with four, in none.
+        // (count - 1) × size bytes behind, rumqttd skips it ahead, even at QoS 1. 4 MiB × 4
+        // lets an averager lag ~5 s behind 100k quadruplets/s of windows; at 1 MiB × 4, the
+        // pipeline bench lost a third of its windows to skips at that rate. The filters that
+        // are many (one commit topic per cabinet) get small logs in `filter_segments`.
         // 100 outgoing packets matches rumqttd's fixed QoS 1 in-flight window.
         RumqttdTuning {
-            max_segment_size: DEFAULT_MAX_PACKET_SIZE,
+            max_segment_size: 4 * DEFAULT_MAX_PACKET_SIZE,
             max_segment_count: 4,
             max_outgoing_packet_count: 100,
             max_inflight_count: 100,
