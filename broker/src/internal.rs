@@ -92,33 +92,11 @@ pub(crate) async fn launch(config: &BrokerConfig) -> Result<Rumqttd, BrokerError
 /// 40 ms: every hop through the broker cost 40 ms whenever two messages followed each other.
 fn disable_nagle(listeners: &[SocketAddr]) {
     let mut found = 0;
-    #[cfg(target_os = "linux")]
-    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-        use std::os::fd::{BorrowedFd, RawFd};
-        for entry in entries.flatten() {
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<RawFd>().ok())
-            else {
-                continue;
-            };
-            // SAFETY: the descriptor is only queried and given a socket option, never closed. If
-            // another thread closes it meanwhile, the calls fail with EBADF; if the number is
-            // reused, the address and listener checks below keep us off the newcomer.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            let socket = socket2::SockRef::from(&fd);
-            let ours = socket
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .is_some_and(|a| listeners.contains(&a));
-            if ours && socket.is_listener().unwrap_or(false) && socket.set_tcp_nodelay(true).is_ok()
-            {
-                found += 1;
-            }
+    for_each_socket_on(listeners, |socket| {
+        if socket.is_listener().unwrap_or(false) && socket.set_tcp_nodelay(true).is_ok() {
+            found += 1;
         }
-    }
+    });
     if found < listeners.len() {
         warn!(
             found,
@@ -127,6 +105,32 @@ fn disable_nagle(listeners: &[SocketAddr]) {
     } else {
         debug!(?listeners, "TCP_NODELAY set on rumqttd's listeners");
     }
+}
+
+/// Calls `f` with every socket of this process whose local address is one of `addrs`
+/// (listening or connected), found among the descriptors in /proc/self/fd; none elsewhere.
+fn for_each_socket_on(addrs: &[SocketAddr], mut f: impl FnMut(socket2::SockRef<'_>)) {
+    #[cfg(target_os = "linux")]
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        use std::os::fd::{BorrowedFd, RawFd};
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(fd) = name.to_str().and_then(|n| n.parse::<RawFd>().ok()) else {
+                continue;
+            };
+            // SAFETY: the descriptor is only queried and given socket options, never closed.
+            // If another thread closes it meanwhile, the calls fail with EBADF; if the number
+            // is reused, the address check keeps us off the newcomer.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let socket = socket2::SockRef::from(&fd);
+            let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+            if local.is_some_and(|a| addrs.contains(&a)) {
+                f(socket);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (addrs, &mut f);
 }
 
 /// Picks two distinct free loopback ports by binding both at once, then releasing them.
@@ -349,4 +353,54 @@ async fn handshake(addr: SocketAddr, version: ProtocolVersion, topic: &str) -> s
 fn push_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn rumqttd_sends_without_nagle_so_back_to_back_messages_are_not_held_for_an_ack() {
+        // rumqttd leaves Nagle on for what it accepts: its second small write then waits for
+        // the front door's delayed ACK, up to 40 ms per hop. The broker sets TCP_NODELAY on
+        // rumqttd's listeners, which Linux hands down to every accepted connection.
+        let config = BrokerConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..BrokerConfig::default()
+        };
+        let broker = crate::start(config).await.expect("broker starts");
+        let addr = broker.local_addr();
+        let options = rumqttc::MqttOptions::new("nagle", addr.ip().to_string(), addr.port());
+        let (_client, mut events) = rumqttc::AsyncClient::new(options, 8);
+        let connected = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("connection failed: {e}"),
+                }
+            }
+        })
+        .await;
+        assert!(
+            connected.is_ok(),
+            "the client is connected through the front door"
+        );
+        let mut flags = Vec::new();
+        for_each_socket_on(&[broker.internal_v4_addr()], |socket| {
+            if !socket.is_listener().unwrap_or(true) {
+                flags.push(socket.tcp_nodelay().unwrap_or(false));
+            }
+        });
+        assert!(
+            !flags.is_empty(),
+            "the front door's upstream connection is found"
+        );
+        assert!(
+            flags.iter().all(|&on| on),
+            "every connection rumqttd accepted has TCP_NODELAY: {flags:?}"
+        );
+        broker.shutdown().await;
+    }
 }
