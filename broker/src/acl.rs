@@ -80,6 +80,17 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
+/// Is `filter` a well-formed MQTT filter: non-empty, `+` and `#` only as whole levels, and
+/// `#` only as the last one?
+pub fn is_filter(filter: &str) -> bool {
+    let levels: Vec<&str> = filter.split('/').collect();
+    let last = levels.len() - 1;
+    !filter.is_empty()
+        && levels.iter().enumerate().all(|(i, level)| {
+            *level == "+" || (*level == "#" && i == last) || !level.contains(['+', '#'])
+        })
+}
+
 /// Does the granted filter `granted` match every topic the requested filter `wanted` can?
 pub fn filter_covers(granted: &str, wanted: &str) -> bool {
     // `$` topics are outside first-level wildcards.
@@ -128,6 +139,16 @@ mod tests {
             "wattchain/ledger/block",
             "wattchain/ledger/head"
         ));
+    }
+
+    #[test]
+    fn filters_have_wildcards_only_as_whole_levels_and_hash_last() {
+        for ok in ["a", "a/+/c", "+", "#", "a/#", "wattchain/cabinet/+/commit"] {
+            assert!(is_filter(ok), "{ok}");
+        }
+        for bad in ["", "a/#/b", "a/b+", "a#", "#/a"] {
+            assert!(!is_filter(bad), "{bad}");
+        }
     }
 
     #[test]

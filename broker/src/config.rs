@@ -313,12 +313,7 @@ impl BrokerConfig {
             return invalid("rumqttd.readiness_timeout must be positive".into());
         }
         for f in &tuning.filter_segments {
-            let valid_filter = !f.filter.is_empty()
-                && f.filter.split('/').enumerate().all(|(i, level)| {
-                    let last = i == f.filter.split('/').count() - 1;
-                    level == "+" || (level == "#" && last) || !level.contains(['+', '#'])
-                });
-            if !valid_filter {
+            if !crate::acl::is_filter(&f.filter) {
                 return invalid(format!(
                     "rumqttd.filter_segments: {:?} is not an MQTT filter",
                     f.filter
