@@ -5,7 +5,7 @@
 //! quadruplets per second each through the real topics, on the embedded broker or any broker
 //! given by URL. By default every role runs in this process, each on its own MQTT session, as
 //! in `wattchain up`, and the memory figures are those of the whole process; with
-//! `--processes` the broker, publisher and averagers are child processes ([`processes`]) and
+//! `--processes` the broker, publisher and averagers are child processes (module `processes`) and
 //! each reports its own.
 //!
 //! The bench counts from what it sees itself on `ledger/block`: the first publication of each
