@@ -1,5 +1,5 @@
-//! The `wattchain` binary: parses the command line, sets up logging and signals, and calls the
-//! library. With no subcommand it runs `up`.
+//! The `wattchain` binary: the command line (`cli`), logging, signals, and the calls into the
+//! library that each subcommand makes. With no subcommand it runs `up`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,22 +7,29 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use wattchain::averager::{self, AveragerConfig};
 use wattchain::bench;
-use wattchain::bus::{BrokerUrl, Bus, BusOptions, QoS};
+use wattchain::bus::{Bus, QoS};
 use wattchain::cabinet::{self, CabinetConfig};
 use wattchain::ledger;
 use wattchain::modbus::ModbusCabinet;
 use wattchain::publisher::{self, PublisherConfig};
 use wattchain::regmap::RegisterMap;
 use wattchain::sim::{self, ChurnSpec, SimConfig, Simulator};
-use wattchain::topics::{check_id, Quantity, Topics};
+use wattchain::topics::check_id;
 use wattchain::up::{self, UpConfig, UpEvent};
+
+use cli::{
+    AveragerArgs, BenchCommand, BenchMineArgs, BrokerArgs, BrokerCommand, CabinetCommand,
+    CabinetRunArgs, ChainCommand, Cli, Command, PublisherArgs, SimArgs, UpArgs,
+};
+
+mod cli;
 
 /// Writes a line to stdout, ignoring a closed pipe (`wattchain chain verify F | head` must not
 /// panic).
@@ -31,303 +38,6 @@ macro_rules! out {
         use std::io::Write as _;
         let _ = writeln!(std::io::stdout().lock(), $($arg)*);
     }};
-}
-
-/// wattchain: electrical cabinet measurements over MQTT into a proof-of-work hash chain.
-///
-/// Run with no subcommand to start everything in one process (`wattchain up`).
-#[derive(Parser)]
-#[command(name = "wattchain", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the whole pipeline in one process: broker, simulator, cabinet, averagers, publisher.
-    Up(UpArgs),
-    /// Run the MQTT broker (MQTT 3.1.1 and 5 on one port).
-    Broker(BrokerArgs),
-    /// Run the cabinet simulator, a Modbus TCP server.
-    Sim(SimArgs),
-    /// Run the cabinet acquisition agent (or `cabinet churn` to switch a real PLC's loads).
-    Cabinet(Box<CabinetArgs>),
-    /// Run an averaging agent.
-    Averager(AveragerArgs),
-    /// Run the publisher: assemble averages, mine blocks, keep the chain.
-    Publisher(PublisherArgs),
-    /// Inspect the chain.
-    Chain {
-        #[command(subcommand)]
-        command: ChainCommand,
-    },
-    /// Measure this machine: mining rate, the pipeline under load, the Modbus acquisition.
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
-    },
-}
-
-/// How agents reach the broker.
-#[derive(Args, Clone)]
-struct BusArgs {
-    /// Broker URL: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS.
-    #[arg(
-        long,
-        default_value = "mqtt://127.0.0.1:1883",
-        env = "WATTCHAIN_BROKER"
-    )]
-    broker: String,
-    /// MQTT username.
-    #[arg(long, env = "WATTCHAIN_USERNAME")]
-    username: Option<String>,
-    /// MQTT password (prefer the environment variable to keep it out of `ps`).
-    #[arg(long, env = "WATTCHAIN_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    /// CA certificate (PEM) to trust for mqtts://.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// Root of every topic.
-    #[arg(long, default_value = wattchain::topics::DEFAULT_ROOT)]
-    root: String,
-}
-
-impl BusArgs {
-    fn options(&self, id: &str, role: &str) -> Result<BusOptions> {
-        let url: BrokerUrl = self.broker.parse()?;
-        let mut o = BusOptions::new(url, id, role);
-        o.topics = self.topics()?;
-        o.username.clone_from(&self.username);
-        o.password.clone_from(&self.password);
-        o.ca_file.clone_from(&self.ca_file);
-        Ok(o)
-    }
-
-    fn topics(&self) -> Result<Topics> {
-        Ok(Topics::new(&self.root)?)
-    }
-}
-
-#[derive(Args)]
-struct UpArgs {
-    /// Broker address (0.0.0.0:1883 exposes it to the network).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    listen: SocketAddr,
-    /// Cabinet poll period.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    period: Duration,
-    /// Samples per window.
-    #[arg(long, default_value_t = 4)]
-    window: usize,
-    /// Proof of work: leading zero bits of each block hash.
-    #[arg(long, default_value_t = 18)]
-    difficulty: u32,
-    /// Where the chain and the cabinet's outbox are written.
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
-    /// Number of averaging agents.
-    #[arg(long, default_value_t = 2)]
-    averagers: usize,
-    /// Simulator load churn: a period ("2s") or a range ("1s..5s"); "off" to disable.
-    #[arg(long, default_value = "2s..5s")]
-    churn: String,
-    /// Seed for the simulator (noise and churn), for reproducible runs.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Cabinet id.
-    #[arg(long, default_value = "c1")]
-    cabinet: String,
-    /// Seconds before an uncommitted window is re-published.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    commit_deadline: Duration,
-}
-
-#[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-struct BrokerArgs {
-    #[command(subcommand)]
-    command: Option<BrokerCommand>,
-    /// Configuration file (TOML); see `wattchain broker generate-config`.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Address of the public MQTT port (overrides the file); 0.0.0.0:1883 exposes it.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-}
-
-#[derive(Subcommand)]
-enum BrokerCommand {
-    /// Print a commented default configuration.
-    GenerateConfig,
-    /// Read a password from stdin (first line) and print its argon2 hash for a users file.
-    HashPassword,
-}
-
-#[derive(Args)]
-struct SimArgs {
-    /// Modbus TCP address to serve (port 0 picks a free port and prints it).
-    #[arg(long, default_value = "127.0.0.1:5020")]
-    listen: SocketAddr,
-    /// Register map (TOML); default: the built-in simulator map.
-    #[arg(long)]
-    map: Option<PathBuf>,
-    /// Toggle a random load every period ("2s") or random period in a range ("1s..5s").
-    #[arg(long)]
-    churn: Option<ChurnSpec>,
-    /// Seed for noise, drift and churn.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Disable noise and drift: readings equal the ideal physics.
-    #[arg(long)]
-    no_noise: bool,
-}
-
-#[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-struct CabinetArgs {
-    #[command(subcommand)]
-    command: Option<CabinetCommand>,
-    #[command(flatten)]
-    run: CabinetRunArgs,
-}
-
-#[derive(Args)]
-struct CabinetRunArgs {
-    #[command(flatten)]
-    bus: BusArgs,
-    /// The PLC (or simulator) Modbus TCP address.
-    #[arg(long, required = true)]
-    modbus: Option<SocketAddr>,
-    /// Cabinet id (letters, digits, '-', '_').
-    #[arg(long, required = true)]
-    id: Option<String>,
-    /// Poll period.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    period: Duration,
-    /// Samples per window.
-    #[arg(long, default_value_t = 4)]
-    window: usize,
-    /// Directory for the outbox journal (default: data/cabinet/ID).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// A window not committed by then is published again.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    commit_deadline: Duration,
-    /// Most uncommitted windows kept before the oldest is dead-lettered.
-    #[arg(long, default_value_t = 10_000)]
-    outbox_capacity: usize,
-    /// Bound on each Modbus request.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-    modbus_timeout: Duration,
-    /// Register map (TOML); default: the simulator's map.
-    #[arg(long)]
-    map: Option<PathBuf>,
-    /// QoS of quadruplets (0 or 1).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
-    quad_qos: u8,
-}
-
-#[derive(Subcommand)]
-enum CabinetCommand {
-    /// Switch random loads and sources of a PLC (or simulator) over Modbus, like `sim --churn`.
-    Churn {
-        /// The PLC's Modbus TCP address.
-        #[arg(long)]
-        modbus: SocketAddr,
-        /// Period ("2s") or range ("1s..5s") between switchings.
-        #[arg(long, default_value = "2s")]
-        churn: ChurnSpec,
-        /// Seed, for a reproducible sequence.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Register map (TOML); default: the simulator's map.
-        #[arg(long)]
-        map: Option<PathBuf>,
-        /// Bound on each Modbus request.
-        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-        modbus_timeout: Duration,
-    },
-}
-
-#[derive(Args)]
-struct AveragerArgs {
-    #[command(flatten)]
-    bus: BusArgs,
-    /// Agent id (default: averager-HOST-PID).
-    #[arg(long)]
-    id: Option<String>,
-    /// Quantities to serve, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "U,I,PA,PR")]
-    quantities: Vec<Quantity>,
-    /// Delay each task (fault drills: a slow averager).
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-    delay: Duration,
-}
-
-#[derive(Args)]
-struct PublisherArgs {
-    #[command(flatten)]
-    bus: BusArgs,
-    /// Agent id.
-    #[arg(long, default_value = "publisher")]
-    id: String,
-    /// Directory of chain.jsonl.
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
-    /// Proof of work: leading zero bits of each block hash.
-    #[arg(long, default_value_t = 18)]
-    difficulty: u32,
-    /// Most windows per block.
-    #[arg(long, default_value_t = 64)]
-    max_windows_per_block: usize,
-    /// Most windows in progress before the oldest partial one is dropped.
-    #[arg(long, default_value_t = 10_000)]
-    max_pending: usize,
-    /// Mining threads (default: every core).
-    #[arg(long)]
-    threads: Option<usize>,
-}
-
-#[derive(Subcommand)]
-enum ChainCommand {
-    /// Verify a chain file: hashes, links, proof of work, records. Exit 1 names the first bad block.
-    Verify {
-        /// The chain file (DATA_DIR/chain.jsonl).
-        file: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Trials per second of the miner (the publisher's code path, at a difficulty never met).
-    Mine(BenchMineArgs),
-    /// Synthetic cabinets through the real averagers and publisher to the chain.
-    Pipeline(bench::pipeline::PipelineBench),
-    /// Modbus poll round trip and period jitter against the simulator.
-    Modbus(bench::modbus::ModbusBench),
-}
-
-#[derive(Args)]
-struct BenchMineArgs {
-    /// How long to measure, in seconds.
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
-    /// Mining threads (default: every core).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Print one JSON line: {"threads","seconds","trials","trials_per_sec"}.
-    #[arg(long)]
-    json: bool,
-    /// Measure the textbook method instead: serialise, hash and hex-compare the header per trial.
-    #[arg(long)]
-    naive: bool,
-    /// Force a mining engine (portable, avx2, avx512), for comparison.
-    #[arg(long, hide = true, conflicts_with = "naive")]
-    engine: Option<ledger::Engine>,
-    /// Shorthand for `--engine portable`.
-    #[arg(long, hide = true, conflicts_with_all = ["naive", "engine"])]
-    portable: bool,
 }
 
 /// mimalloc instead of glibc's malloc: the pipeline allocates and frees a buffer or two per

@@ -1,0 +1,310 @@
+//! The command line: every subcommand and flag, with the help text users see.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use wattchain::bench;
+use wattchain::bus::{BrokerUrl, BusOptions};
+use wattchain::ledger;
+use wattchain::sim::ChurnSpec;
+use wattchain::topics::{Quantity, Topics};
+
+/// wattchain: electrical cabinet measurements over MQTT into a proof-of-work hash chain.
+///
+/// Run with no subcommand to start everything in one process (`wattchain up`).
+#[derive(Parser)]
+#[command(name = "wattchain", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the whole pipeline in one process: broker, simulator, cabinet, averagers, publisher.
+    Up(UpArgs),
+    /// Run the MQTT broker (MQTT 3.1.1 and 5 on one port).
+    Broker(BrokerArgs),
+    /// Run the cabinet simulator, a Modbus TCP server.
+    Sim(SimArgs),
+    /// Run the cabinet acquisition agent (or `cabinet churn` to switch a real PLC's loads).
+    Cabinet(Box<CabinetArgs>),
+    /// Run an averaging agent.
+    Averager(AveragerArgs),
+    /// Run the publisher: assemble averages, mine blocks, keep the chain.
+    Publisher(PublisherArgs),
+    /// Inspect the chain.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+    /// Measure this machine: mining rate, the pipeline under load, the Modbus acquisition.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+/// How agents reach the broker.
+#[derive(Args, Clone)]
+pub(crate) struct BusArgs {
+    /// Broker URL: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS.
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        env = "WATTCHAIN_BROKER"
+    )]
+    pub(crate) broker: String,
+    /// MQTT username.
+    #[arg(long, env = "WATTCHAIN_USERNAME")]
+    pub(crate) username: Option<String>,
+    /// MQTT password (prefer the environment variable to keep it out of `ps`).
+    #[arg(long, env = "WATTCHAIN_PASSWORD", hide_env_values = true)]
+    pub(crate) password: Option<String>,
+    /// CA certificate (PEM) to trust for mqtts://.
+    #[arg(long)]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Root of every topic.
+    #[arg(long, default_value = wattchain::topics::DEFAULT_ROOT)]
+    pub(crate) root: String,
+}
+
+impl BusArgs {
+    pub(crate) fn options(&self, id: &str, role: &str) -> Result<BusOptions> {
+        let url: BrokerUrl = self.broker.parse()?;
+        let mut o = BusOptions::new(url, id, role);
+        o.topics = self.topics()?;
+        o.username.clone_from(&self.username);
+        o.password.clone_from(&self.password);
+        o.ca_file.clone_from(&self.ca_file);
+        Ok(o)
+    }
+
+    pub(crate) fn topics(&self) -> Result<Topics> {
+        Ok(Topics::new(&self.root)?)
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct UpArgs {
+    /// Broker address (0.0.0.0:1883 exposes it to the network).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub(crate) listen: SocketAddr,
+    /// Cabinet poll period.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) period: Duration,
+    /// Samples per window.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) window: usize,
+    /// Proof of work: leading zero bits of each block hash.
+    #[arg(long, default_value_t = 18)]
+    pub(crate) difficulty: u32,
+    /// Where the chain and the cabinet's outbox are written.
+    #[arg(long, default_value = "data")]
+    pub(crate) data_dir: PathBuf,
+    /// Number of averaging agents.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) averagers: usize,
+    /// Simulator load churn: a period ("2s") or a range ("1s..5s"); "off" to disable.
+    #[arg(long, default_value = "2s..5s")]
+    pub(crate) churn: String,
+    /// Seed for the simulator (noise and churn), for reproducible runs.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Cabinet id.
+    #[arg(long, default_value = "c1")]
+    pub(crate) cabinet: String,
+    /// Seconds before an uncommitted window is re-published.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) commit_deadline: Duration,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct BrokerArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<BrokerCommand>,
+    /// Configuration file (TOML); see `wattchain broker generate-config`.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Address of the public MQTT port (overrides the file); 0.0.0.0:1883 exposes it.
+    #[arg(long)]
+    pub(crate) listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BrokerCommand {
+    /// Print a commented default configuration.
+    GenerateConfig,
+    /// Read a password from stdin (first line) and print its argon2 hash for a users file.
+    HashPassword,
+}
+
+#[derive(Args)]
+pub(crate) struct SimArgs {
+    /// Modbus TCP address to serve (port 0 picks a free port and prints it).
+    #[arg(long, default_value = "127.0.0.1:5020")]
+    pub(crate) listen: SocketAddr,
+    /// Register map (TOML); default: the built-in simulator map.
+    #[arg(long)]
+    pub(crate) map: Option<PathBuf>,
+    /// Toggle a random load every period ("2s") or random period in a range ("1s..5s").
+    #[arg(long)]
+    pub(crate) churn: Option<ChurnSpec>,
+    /// Seed for noise, drift and churn.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Disable noise and drift: readings equal the ideal physics.
+    #[arg(long)]
+    pub(crate) no_noise: bool,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct CabinetArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<CabinetCommand>,
+    #[command(flatten)]
+    pub(crate) run: CabinetRunArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct CabinetRunArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// The PLC (or simulator) Modbus TCP address.
+    #[arg(long, required = true)]
+    pub(crate) modbus: Option<SocketAddr>,
+    /// Cabinet id (letters, digits, '-', '_').
+    #[arg(long, required = true)]
+    pub(crate) id: Option<String>,
+    /// Poll period.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) period: Duration,
+    /// Samples per window.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) window: usize,
+    /// Directory for the outbox journal (default: data/cabinet/ID).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A window not committed by then is published again.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) commit_deadline: Duration,
+    /// Most uncommitted windows kept before the oldest is dead-lettered.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) outbox_capacity: usize,
+    /// Bound on each Modbus request.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub(crate) modbus_timeout: Duration,
+    /// Register map (TOML); default: the simulator's map.
+    #[arg(long)]
+    pub(crate) map: Option<PathBuf>,
+    /// QoS of quadruplets (0 or 1).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub(crate) quad_qos: u8,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CabinetCommand {
+    /// Switch random loads and sources of a PLC (or simulator) over Modbus, like `sim --churn`.
+    Churn {
+        /// The PLC's Modbus TCP address.
+        #[arg(long)]
+        modbus: SocketAddr,
+        /// Period ("2s") or range ("1s..5s") between switchings.
+        #[arg(long, default_value = "2s")]
+        churn: ChurnSpec,
+        /// Seed, for a reproducible sequence.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Register map (TOML); default: the simulator's map.
+        #[arg(long)]
+        map: Option<PathBuf>,
+        /// Bound on each Modbus request.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        modbus_timeout: Duration,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct AveragerArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// Agent id (default: averager-HOST-PID).
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// Quantities to serve, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "U,I,PA,PR")]
+    pub(crate) quantities: Vec<Quantity>,
+    /// Delay each task (fault drills: a slow averager).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub(crate) delay: Duration,
+}
+
+#[derive(Args)]
+pub(crate) struct PublisherArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// Agent id.
+    #[arg(long, default_value = "publisher")]
+    pub(crate) id: String,
+    /// Directory of chain.jsonl.
+    #[arg(long, default_value = "data")]
+    pub(crate) data_dir: PathBuf,
+    /// Proof of work: leading zero bits of each block hash.
+    #[arg(long, default_value_t = 18)]
+    pub(crate) difficulty: u32,
+    /// Most windows per block.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_windows_per_block: usize,
+    /// Most windows in progress before the oldest partial one is dropped.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) max_pending: usize,
+    /// Mining threads (default: every core).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ChainCommand {
+    /// Verify a chain file: hashes, links, proof of work, records. Exit 1 names the first bad block.
+    Verify {
+        /// The chain file (DATA_DIR/chain.jsonl).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Trials per second of the miner (the publisher's code path, at a difficulty never met).
+    Mine(BenchMineArgs),
+    /// Synthetic cabinets through the real averagers and publisher to the chain.
+    Pipeline(bench::pipeline::PipelineBench),
+    /// Modbus poll round trip and period jitter against the simulator.
+    Modbus(bench::modbus::ModbusBench),
+}
+
+#[derive(Args)]
+pub(crate) struct BenchMineArgs {
+    /// How long to measure, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) seconds: f64,
+    /// Mining threads (default: every core).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Print one JSON line: {"threads","seconds","trials","trials_per_sec"}.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Measure the textbook method instead: serialise, hash and hex-compare the header per trial.
+    #[arg(long)]
+    pub(crate) naive: bool,
+    /// Force a mining engine (portable, avx2, avx512), for comparison.
+    #[arg(long, hide = true, conflicts_with = "naive")]
+    pub(crate) engine: Option<ledger::Engine>,
+    /// Shorthand for `--engine portable`.
+    #[arg(long, hide = true, conflicts_with_all = ["naive", "engine"])]
+    pub(crate) portable: bool,
+}
