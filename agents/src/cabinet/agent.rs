@@ -2,8 +2,6 @@
 //! outbox, commits out of it, and the cabinet's retained status.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -12,113 +10,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::commit::check_block;
+use super::config::CabinetConfig;
 use super::outbox::{Outbox, OutboxError};
 use super::source::{SourceConfig, Synthetic};
 use super::window::WindowCutter;
-use crate::bus::{Bus, BusOptions, Outlet, Presence as BusPresence, QoS};
+use crate::bus::{Bus, Outlet, QoS};
 use crate::messages::{
     encode, format_ts, now_ts, CabinetStatus, DeadLetter, Presence, Quadruplet, WindowTask,
 };
 use crate::modbus::{ModbusCabinet, ModbusError};
-use crate::regmap::{Measurement, RegisterMap, Switches};
-use crate::topics::Topics;
+use crate::regmap::{Measurement, Switches};
 
 /// The role name, used in status and dead-letter topics.
 pub const ROLE: &str = "cabinet";
-
-/// How a cabinet agent runs.
-#[derive(Debug, Clone)]
-pub struct CabinetConfig {
-    /// Cabinet id (a topic level).
-    pub id: String,
-    /// The PLC (or simulator) Modbus TCP address.
-    pub modbus: SocketAddr,
-    /// Where the measurements and coils are.
-    pub map: RegisterMap,
-    /// Poll period.
-    pub period: Duration,
-    /// Samples per window.
-    pub window: usize,
-    /// Directory for the outbox journal and counters (one per cabinet).
-    pub data_dir: PathBuf,
-    /// A window not committed by then is published again.
-    pub commit_deadline: Duration,
-    /// Most uncommitted windows kept; beyond, the oldest goes to the dead-letter topic.
-    pub outbox_capacity: usize,
-    /// Bound on every Modbus request (and on connecting).
-    pub modbus_timeout: Duration,
-    /// First and longest delay between Modbus reconnection attempts.
-    pub reconnect: (Duration, Duration),
-    /// How often the coils are read for the status.
-    pub switches_every: Duration,
-    /// QoS of quadruplets.
-    pub quad_qos: QoS,
-    /// Topic namespace.
-    pub topics: Topics,
-    /// Where readings come from: Modbus, or synthetic for benchmarks.
-    pub source: SourceConfig,
-}
-
-impl CabinetConfig {
-    /// A configuration with wattchain's defaults.
-    pub fn new(id: &str, modbus: SocketAddr, data_dir: PathBuf) -> Self {
-        CabinetConfig {
-            id: id.to_string(),
-            modbus,
-            map: RegisterMap::default_sim(),
-            period: Duration::from_secs(1),
-            window: 4,
-            data_dir,
-            commit_deadline: Duration::from_secs(30),
-            outbox_capacity: 10_000,
-            modbus_timeout: Duration::from_millis(500),
-            reconnect: (Duration::from_millis(200), Duration::from_secs(10)),
-            switches_every: Duration::from_secs(5),
-            quad_qos: QoS::AtMostOnce,
-            topics: Topics::default(),
-            source: SourceConfig::Modbus,
-        }
-    }
-
-    /// The agent id on the bus for this cabinet.
-    pub fn agent_id(&self) -> String {
-        format!("cabinet-{}", self.id)
-    }
-
-    /// What the main session subscribes to: the blocks that commit this cabinet's windows.
-    pub fn subscriptions(&self) -> Vec<(String, QoS)> {
-        vec![(self.topics.commit(&self.id), QoS::AtLeastOnce)]
-    }
-
-    /// Options for the second session that carries the retained cabinet status, whose last
-    /// will marks the cabinet offline (one MQTT connection has one will; the first one marks
-    /// the agent offline).
-    pub fn status_bus_options(&self, base: &BusOptions) -> BusOptions {
-        let mut o = base.clone();
-        o.id = format!("{}-status", self.agent_id());
-        o.presence = BusPresence::Custom {
-            topic: self.topics.cabinet_status(&self.id),
-            online: encode(&self.status(Presence::Online, "connecting")),
-            offline: encode(&self.status(Presence::Offline, "offline")),
-        };
-        o
-    }
-
-    fn status(&self, state: Presence, modbus: &str) -> CabinetStatus {
-        CabinetStatus {
-            cabinet: self.id.clone(),
-            state,
-            modbus: modbus.to_string(),
-            loads: None,
-            source: None,
-            last_error: None,
-            next_window: 0,
-            outbox: 0,
-            missed_ticks: 0,
-            ts: now_ts(),
-        }
-    }
-}
 
 /// Failures that stop the cabinet agent (the PLC or broker being away never does).
 #[derive(Debug, Error)]

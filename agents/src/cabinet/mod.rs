@@ -3,6 +3,7 @@
 //! outbox until a block commits it.
 //!
 //! - [`agent`]: the acquisition loop (ticks, Modbus, publishing, commits, status).
+//! - [`config`]: how a cabinet agent runs, with defaults.
 //! - [`window`]: cutting quadruplets into windows.
 //! - [`outbox`]: the durable journal of uncommitted windows and id counters.
 //! - [`source`]: where readings come from (Modbus, or synthetic for benchmarks).
@@ -10,9 +11,11 @@
 
 pub mod agent;
 pub mod commit;
+pub mod config;
 pub mod outbox;
 pub mod source;
 pub mod window;
 
-pub use agent::{run, CabinetConfig, CabinetError, CabinetStats, ROLE};
+pub use agent::{run, CabinetError, CabinetStats, ROLE};
+pub use config::CabinetConfig;
 pub use source::{SourceConfig, SyntheticConfig};
