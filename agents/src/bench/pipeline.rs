@@ -11,12 +11,10 @@
 //! The bench counts from what it sees itself on `ledger/block`: the first publication of each
 //! block index, and in it each `(cabinet, window)` against the windows the cabinets produced.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use thiserror::Error;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -24,10 +22,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 mod processes;
+mod report;
 mod tally;
 
 use self::processes::Children;
 pub use self::processes::RoleMemory;
+pub use self::report::PipelineReport;
 use self::tally::ChainTally;
 use super::modbus::Spread;
 use crate::averager::{self, AveragerConfig};
@@ -138,101 +138,6 @@ pub enum PipelineBenchError {
         /// The cause.
         source: std::io::Error,
     },
-}
-
-/// What `bench pipeline` measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct PipelineReport {
-    /// The broker used (`embedded` or its URL).
-    pub broker: String,
-    /// Cabinets.
-    pub cabinets: usize,
-    /// Whether the cabinets started spread over one window (`--stagger`) or all at once.
-    pub staggered: bool,
-    /// Offered load: cabinets × rate, quadruplets/s.
-    pub offered_quads_per_s: f64,
-    /// Committed quadruplets per second, from start to the last new commit seen.
-    pub sustained_quads_per_s: f64,
-    /// Windows the cabinets produced.
-    pub windows_produced: u64,
-    /// Distinct produced windows seen in a block.
-    pub windows_committed: u64,
-    /// Produced windows never seen in a block.
-    pub windows_lost: u64,
-    /// Windows seen in more than one block.
-    pub windows_duplicated: u64,
-    /// Distinct blocks seen.
-    pub blocks: u64,
-    /// Window publications the cabinets repeated (commit deadline passed).
-    pub republished: u64,
-    /// From a window's last sample (its `to`, ms grain) to its block's arrival.
-    pub window_to_block: Spread,
-    /// Resident memory of this process once every role is connected, KiB.
-    pub rss_idle_kib: u64,
-    /// Peak resident memory of this process, KiB.
-    pub rss_peak_kib: u64,
-    /// Seconds from start to the last new commit.
-    pub elapsed_s: f64,
-    /// Memory of each child process (with `--processes`; empty otherwise).
-    pub roles: Vec<RoleMemory>,
-    /// Roles that stopped with an error.
-    pub failures: Vec<String>,
-}
-
-impl fmt::Display for PipelineReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = |us: f64| us / 1000.0;
-        writeln!(
-            f,
-            "pipeline on {} broker, {} cabinets ({})",
-            self.broker,
-            self.cabinets,
-            if self.staggered {
-                "staggered starts"
-            } else {
-                "windows cut in the same tick"
-            }
-        )?;
-        writeln!(f, "  offered      {:.0} quads/s", self.offered_quads_per_s)?;
-        writeln!(
-            f,
-            "  sustained    {:.0} quads/s over {:.2} s",
-            self.sustained_quads_per_s, self.elapsed_s
-        )?;
-        writeln!(f, "  windows      produced {}  committed {}  lost {}  duplicated {}  (blocks {}, re-published {})",
-            self.windows_produced, self.windows_committed, self.windows_lost, self.windows_duplicated, self.blocks, self.republished)?;
-        writeln!(
-            f,
-            "  window→block p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-            ms(self.window_to_block.p50_us),
-            ms(self.window_to_block.p99_us),
-            ms(self.window_to_block.max_us)
-        )?;
-        if self.roles.is_empty() {
-            write!(
-                f,
-                "  memory       {} KiB idle, {} KiB peak (whole process: broker and every role)",
-                self.rss_idle_kib, self.rss_peak_kib
-            )?;
-        } else {
-            write!(
-                f,
-                "  memory       bench process (cabinets, observer): {} KiB idle, {} KiB peak",
-                self.rss_idle_kib, self.rss_peak_kib
-            )?;
-            for r in &self.roles {
-                write!(
-                    f,
-                    "\n               {:<12} {} KiB idle, {} KiB peak",
-                    r.role, r.idle_kib, r.peak_kib
-                )?;
-            }
-        }
-        for failure in &self.failures {
-            write!(f, "\n  FAILED       {failure}")?;
-        }
-        Ok(())
-    }
 }
 
 /// The outcome of one role's task.
