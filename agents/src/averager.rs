@@ -167,6 +167,7 @@ mod tests {
         let deliver = |topic: String, payload: Vec<u8>| Incoming {
             topic,
             payload: payload.into(),
+            retain: false,
         };
         let good = task("c1", Quantity::PA, vec![100.0, 102.0, 104.0, 106.0]);
         let mut forged = good.clone();

@@ -12,7 +12,7 @@ use wattchain::ledger;
 use wattchain::sim::ChurnSpec;
 use wattchain::topics::{Quantity, Topics};
 
-/// wattchain: electrical cabinet measurements over MQTT into a proof-of-work hash chain.
+/// wattchain: electrical cabinet measurements over MQTT into a signed chain kept by ledger nodes.
 ///
 /// Run with no subcommand to start everything in one process (`wattchain up`).
 #[derive(Parser)]
@@ -24,8 +24,15 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Run the whole pipeline in one process: broker, simulator, cabinet, averagers, publisher.
+    /// Run the whole pipeline in one process: broker, simulator, cabinet, averagers, nodes.
     Up(UpArgs),
+    /// Create the genesis document that fixes a chain's rules and id.
+    Genesis {
+        #[command(subcommand)]
+        command: GenesisCommand,
+    },
+    /// Run a ledger node (or `node keygen` to create its identity).
+    Node(Box<NodeArgs>),
     /// Run the MQTT broker (MQTT 3.1.1 and 5 on one port).
     Broker(BrokerArgs),
     /// Run the cabinet simulator, a Modbus TCP server.
@@ -34,7 +41,7 @@ pub(crate) enum Command {
     Cabinet(Box<CabinetArgs>),
     /// Run an averaging agent.
     Averager(AveragerArgs),
-    /// Run the publisher: assemble averages, mine blocks, keep the chain.
+    /// Run one ledger node that creates its own genesis if it has none (the one-node case).
     Publisher(PublisherArgs),
     /// Inspect the chain.
     Chain {
@@ -99,10 +106,13 @@ pub(crate) struct UpArgs {
     /// Samples per window.
     #[arg(long, default_value_t = 4)]
     pub(crate) window: usize,
-    /// Proof of work: leading zero bits of each block hash.
-    #[arg(long, default_value_t = 18)]
+    /// Proof of work of a genesis created on first start: leading zero bits of each block hash.
+    #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
     pub(crate) difficulty: u32,
-    /// Where the chain and the cabinet's outbox are written.
+    /// Ledger nodes, each with its own key and data directory (DATA_DIR/node-N).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) nodes: usize,
+    /// Where the genesis, the nodes' chains and the cabinet's outbox are written.
     #[arg(long, default_value = "data")]
     pub(crate) data_dir: PathBuf,
     /// Number of averaging agents.
@@ -205,6 +215,9 @@ pub(crate) struct CabinetRunArgs {
     /// QoS of quadruplets (0 or 1).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub(crate) quad_qos: u8,
+    /// The chain's genesis.json: windows leave the outbox only when final under its rules.
+    #[arg(long, required = true)]
+    pub(crate) genesis: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -244,42 +257,117 @@ pub(crate) struct AveragerArgs {
     pub(crate) delay: Duration,
 }
 
+#[derive(Subcommand)]
+pub(crate) enum GenesisCommand {
+    /// Write a new genesis.json (refuses to overwrite one).
+    New(GenesisNewArgs),
+}
+
 #[derive(Args)]
-pub(crate) struct PublisherArgs {
+pub(crate) struct GenesisNewArgs {
+    /// Consensus mode (pow).
+    #[arg(long, default_value = "pow")]
+    pub(crate) consensus: String,
+    /// Proof of work: leading zero bits of every block hash, 0..=40.
+    #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
+    pub(crate) difficulty: u32,
+    /// Blocks on top that make a block final (1..=1000).
+    #[arg(long, default_value_t = ledger::DEFAULT_FINALITY_DEPTH)]
+    pub(crate) finality_depth: u64,
+    /// Most records per block (1..=256).
+    #[arg(long, default_value_t = ledger::MAX_RECORDS_PER_BLOCK)]
+    pub(crate) max_records_per_block: usize,
+    /// Display name, hashed into the chain id (A-Z a-z 0-9 . _ -).
+    #[arg(long, default_value = "wattchain")]
+    pub(crate) name: String,
+    /// Where to write it.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct NodeArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<NodeCommand>,
+    #[command(flatten)]
+    pub(crate) run: NodeRunArgs,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Create a node key (Ed25519, PKCS#8 PEM, mode 0600) and print its public key.
+    Keygen {
+        /// Where to write it (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// A node's settings; each overrides the library's default (`NodeConfig::default()`).
+#[derive(Args)]
+pub(crate) struct NodeRunArgs {
     #[command(flatten)]
     pub(crate) bus: BusArgs,
-    /// Agent id.
-    #[arg(long, default_value = "publisher")]
-    pub(crate) id: String,
-    /// Directory of chain.jsonl.
-    #[arg(long, default_value = "data")]
-    pub(crate) data_dir: PathBuf,
-    /// Proof of work: leading zero bits of each block hash.
-    #[arg(long, default_value_t = 18)]
-    pub(crate) difficulty: u32,
-    /// Most windows per block.
-    #[arg(long, default_value_t = 64)]
-    pub(crate) max_windows_per_block: usize,
-    /// Most windows in progress before the oldest partial one is dropped.
-    #[arg(long, default_value_t = 10_000)]
-    pub(crate) max_pending: usize,
+    /// Node id: its MQTT client id, unique on the broker (default: node).
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// Directory of genesis.json, node.key and chain.jsonl (default: data).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The genesis to follow, copied into the data directory on first start.
+    #[arg(long)]
+    pub(crate) genesis: Option<PathBuf>,
+    /// Most records per block this node builds (default: 256, at most the genesis's).
+    #[arg(long)]
+    pub(crate) max_records_per_block: Option<usize>,
+    /// Most windows in progress before the oldest partial one is dropped (default: 10000).
+    #[arg(long)]
+    pub(crate) max_pending: Option<usize>,
     /// Mining threads (default: every core).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
 }
 
+#[derive(Args)]
+pub(crate) struct PublisherArgs {
+    #[command(flatten)]
+    pub(crate) node: NodeRunArgs,
+    /// Difficulty of the genesis created when the data directory has none and no --genesis.
+    #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
+    pub(crate) difficulty: u32,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum ChainCommand {
-    /// Verify a chain file: hashes, links, proof of work, records. Exit 1 names the first bad block.
+    /// Verify a chain file against its genesis: blocks, signatures, work, records; warns of
+    /// per-cabinet gaps. Exit 0 valid, 1 invalid (first bad block named), 2 unreadable.
     Verify {
+        /// The genesis (default: genesis.json beside the chain file).
+        #[arg(long)]
+        genesis: Option<PathBuf>,
         /// The chain file (DATA_DIR/chain.jsonl).
         file: PathBuf,
+    },
+    /// Print blocks readably: index, time, producer, windows, hash.
+    Show {
+        /// The chain file.
+        file: PathBuf,
+        /// One JSON block per line instead.
+        #[arg(long)]
+        json: bool,
+        /// First block to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most blocks to print.
+        #[arg(long)]
+        limit: Option<u64>,
     },
 }
 
 #[derive(Subcommand)]
 pub(crate) enum BenchCommand {
-    /// Trials per second of the miner (the publisher's code path, at a difficulty never met).
+    /// Trials per second of the miner (the nodes' code path, at a difficulty never met).
     Mine(BenchMineArgs),
     /// Synthetic cabinets through the real averagers and publisher to the chain.
     Pipeline(bench::pipeline::PipelineBench),

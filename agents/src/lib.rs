@@ -1,12 +1,13 @@
 //! wattchain agents: measurements from an electrical cabinet, carried over MQTT, averaged by a
-//! pool of workers and recorded in a proof-of-work hash chain.
+//! pool of workers and recorded by ledger nodes in a signed chain bound to a genesis.
 //!
 //! # Layout
 //!
 //! - [`topics`]: every MQTT topic string and filter, mirroring `topics.md`.
 //! - [`messages`]: the JSON payloads (quadruplet, window, average, status), with validation.
 //! - [`bus`]: the MQTT session every agent uses (reconnect, re-subscribe, retained status, will).
-//! - [`ledger`]: blocks, canonical encoding, proof of work, the durable chain file, verification.
+//! - [`ledger`]: genesis, keys, signed blocks, encoding, rules, consensus modes, the block tree
+//!   over the durable chain file, verification, the miner.
 //! - [`regmap`]: the Modbus register map (addresses, types, word order, scale) from TOML.
 //! - [`modbus`]: the Modbus TCP client of a cabinet, every request under a timeout.
 //! - [`sim`]: the cabinet simulator, a Modbus TCP server with load physics and churn.
@@ -23,7 +24,7 @@ pub mod cabinet;
 pub mod ledger;
 pub mod messages;
 pub mod modbus;
-pub mod publisher;
+pub mod node;
 pub mod regmap;
 pub mod sim;
 pub mod topics;

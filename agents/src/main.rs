@@ -18,7 +18,7 @@ use wattchain::bus::{Bus, QoS};
 use wattchain::cabinet::{self, CabinetConfig};
 use wattchain::ledger;
 use wattchain::modbus::ModbusCabinet;
-use wattchain::publisher::{self, PublisherConfig};
+use wattchain::node;
 use wattchain::regmap::RegisterMap;
 use wattchain::sim::{self, ChurnSpec, SimConfig, Simulator};
 use wattchain::topics::check_id;
@@ -26,10 +26,11 @@ use wattchain::up::{self, UpConfig, UpEvent};
 
 use cli::{
     AveragerArgs, BenchCommand, BenchMineArgs, BrokerArgs, BrokerCommand, CabinetCommand,
-    CabinetRunArgs, ChainCommand, Cli, Command, PublisherArgs, SimArgs, UpArgs,
+    CabinetRunArgs, Cli, Command, GenesisCommand, NodeCommand, SimArgs, UpArgs,
 };
 
 mod cli;
+mod ledger_cmd;
 
 /// Writes a line to stdout, ignoring a closed pipe (`wattchain chain verify F | head` must not
 /// panic).
@@ -145,10 +146,15 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             None => run_cabinet(args.run).await,
         },
         Command::Averager(args) => run_averager(args).await,
-        Command::Publisher(args) => run_publisher(args).await,
-        Command::Chain {
-            command: ChainCommand::Verify { file },
-        } => Ok(verify_chain(&file)),
+        Command::Genesis {
+            command: GenesisCommand::New(args),
+        } => ledger_cmd::genesis_new(args),
+        Command::Node(args) => match args.command {
+            Some(NodeCommand::Keygen { out }) => ledger_cmd::keygen(&out),
+            None => ledger_cmd::run_node(args.run, shutdown_on_signals()).await,
+        },
+        Command::Publisher(args) => ledger_cmd::run_publisher(args, shutdown_on_signals()).await,
+        Command::Chain { command } => Ok(ledger_cmd::chain(command)),
         Command::Bench { command } => run_bench(command).await,
     }
 }
@@ -199,6 +205,7 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
         period: args.period,
         window: args.window,
         difficulty: args.difficulty,
+        nodes: args.nodes,
         data_dir: args.data_dir,
         averagers: args.averagers,
         churn,
@@ -216,34 +223,46 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                     broker,
                     modbus,
                     chain,
+                    genesis,
+                    chain_id,
+                    nodes,
                 } => {
                     let port = broker.rsplit(':').next().unwrap_or("1883").to_string();
                     out!("wattchain is up.");
                     out!("  broker     {broker}  (MQTT 3.1.1 and 5)");
                     out!("  simulator  modbus://{modbus}");
+                    out!("  genesis    {}  (chain id {chain_id})", genesis.display());
+                    out!("  nodes      {}", nodes.join(", "));
                     out!("  chain      {}", chain.display());
                     out!("  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t 'wattchain/#' -v");
                     out!("  verify     wattchain chain verify {}", chain.display());
                     out!("Ctrl-C stops everything cleanly.");
                 }
-                UpEvent::Block(mined) => {
-                    let b = &mined.block;
-                    let records = b.records();
-                    let (u, i, pa, pr) = records.last().map_or((0.0, 0.0, 0.0, 0.0), |r| {
-                        (r.averages.u, r.averages.i, r.averages.pa, r.averages.pr)
-                    });
-                    let windows: Vec<String> = records
-                        .iter()
-                        .map(|r| format!("{}#{}", r.cabinet, r.window))
-                        .collect();
-                    out!(
-                        "block {:>5}  {}  windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:.1} ms",
-                        b.index,
-                        b.hash.short(),
-                        windows.join(","),
-                        mined.mining.as_secs_f64() * 1000.0
-                    );
-                }
+                UpEvent::Block(moved) => match moved.report {
+                    node::Report::Appended { block: b, mined: true } => {
+                        let records = b.records();
+                        let (u, i, pa, pr) = records.last().map_or((0.0, 0.0, 0.0, 0.0), |r| {
+                            (r.averages.u, r.averages.i, r.averages.pa, r.averages.pr)
+                        });
+                        let windows: Vec<String> = records
+                            .iter()
+                            .map(|r| format!("{}#{}", r.cabinet, r.window))
+                            .collect();
+                        out!(
+                            "block {:>5}  {}  by {:<7} windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:.1} ms",
+                            b.index,
+                            b.hash.short(),
+                            moved.node,
+                            windows.join(","),
+                            moved.mining.map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+                        );
+                    }
+                    node::Report::Appended { .. } => {}
+                    node::Report::Reorg { fork, removed, added } => out!(
+                        "reorg  at {}: back to block {fork}, {removed} block(s) left the main chain, {added} joined",
+                        moved.node
+                    ),
+                },
             }
         }
     });
@@ -345,6 +364,7 @@ async fn run_cabinet(args: CabinetRunArgs) -> Result<ExitCode> {
             QoS::AtMostOnce
         },
         topics: args.bus.topics()?,
+        genesis: Some(ledger::Genesis::load(args.genesis.as_ref().context("--genesis is required")?)?),
         ..CabinetConfig::new(&id, modbus, data_dir)
     };
     let options = args.bus.options(&config.agent_id(), cabinet::ROLE)?;
@@ -365,24 +385,6 @@ async fn run_averager(args: AveragerArgs) -> Result<ExitCode> {
         config.subscriptions(),
     )?;
     averager::run(config, bus, shutdown_on_signals()).await;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn run_publisher(args: PublisherArgs) -> Result<ExitCode> {
-    check_id(&args.id)?;
-    let mut config = PublisherConfig::new(&args.id, args.data_dir);
-    config.difficulty = args.difficulty;
-    config.max_windows_per_block = args.max_windows_per_block;
-    config.max_pending = args.max_pending;
-    config.topics = args.bus.topics()?;
-    if let Some(t) = args.threads {
-        config.threads = t.max(1);
-    }
-    let bus = Bus::connect(
-        args.bus.options(&args.id, publisher::ROLE)?,
-        config.subscriptions(),
-    )?;
-    publisher::run(config, bus, shutdown_on_signals(), None).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -412,19 +414,6 @@ async fn run_bench(command: BenchCommand) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn verify_chain(file: &std::path::Path) -> ExitCode {
-    match ledger::verify_file(file) {
-        Ok(summary) => {
-            out!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            out!("INVALID: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn default_agent_id() -> String {

@@ -126,6 +126,14 @@ pub enum Route {
     Block,
     /// `{root}/ledger/head`
     Head,
+    /// `{root}/ledger/header`
+    Header,
+    /// `{root}/ledger/node/{id}/head`
+    NodeHead { id: String },
+    /// `{root}/ledger/sync/request`
+    SyncRequest,
+    /// `{root}/ledger/sync/reply/{id}`
+    SyncReply { id: String },
     /// `{root}/agent/{id}/status`
     AgentStatus { id: String },
     /// `{root}/deadletter/{role}`
@@ -202,9 +210,34 @@ impl Topics {
         format!("{}/ledger/block", self.root)
     }
 
-    /// The latest block, retained.
+    /// The best head by the rules, retained.
     pub fn head(&self) -> String {
         format!("{}/ledger/head", self.root)
+    }
+
+    /// Every block's light header (what cabinets follow).
+    pub fn header(&self) -> String {
+        format!("{}/ledger/header", self.root)
+    }
+
+    /// One node's own head and state, retained.
+    pub fn node_head(&self, id: &str) -> String {
+        format!("{}/ledger/node/{id}/head", self.root)
+    }
+
+    /// Filter: every node's head.
+    pub fn node_head_filter(&self) -> String {
+        format!("{}/ledger/node/+/head", self.root)
+    }
+
+    /// Sync requests, which any node may answer.
+    pub fn sync_request(&self) -> String {
+        format!("{}/ledger/sync/request", self.root)
+    }
+
+    /// Sync replies for the node (or cabinet light client) `id`.
+    pub fn sync_reply(&self, id: &str) -> String {
+        format!("{}/ledger/sync/reply/{id}", self.root)
     }
 
     /// The retained status of one agent.
@@ -263,6 +296,10 @@ impl Topics {
             ["cabinet", cab, "commit"] => Some(Route::Commit { cabinet: id(cab)? }),
             ["ledger", "block"] => Some(Route::Block),
             ["ledger", "head"] => Some(Route::Head),
+            ["ledger", "header"] => Some(Route::Header),
+            ["ledger", "node", node, "head"] => Some(Route::NodeHead { id: id(node)? }),
+            ["ledger", "sync", "request"] => Some(Route::SyncRequest),
+            ["ledger", "sync", "reply", to] => Some(Route::SyncReply { id: id(to)? }),
             ["agent", agent, "status"] => Some(Route::AgentStatus { id: id(agent)? }),
             ["deadletter", role] => Some(Route::Deadletter { role: id(role)? }),
             _ => None,
@@ -312,6 +349,10 @@ mod tests {
             ),
             (t.block(), Route::Block),
             (t.head(), Route::Head),
+            (t.header(), Route::Header),
+            (t.node_head("n1"), Route::NodeHead { id: "n1".into() }),
+            (t.sync_request(), Route::SyncRequest),
+            (t.sync_reply("n2"), Route::SyncReply { id: "n2".into() }),
             (
                 t.agent_status("a-1"),
                 Route::AgentStatus { id: "a-1".into() },

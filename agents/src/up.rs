@@ -1,6 +1,7 @@
 //! `wattchain up`: the whole pipeline in one process — embedded broker, simulator with churn,
-//! one cabinet agent, N averagers and the publisher — each on its own MQTT session, exactly as
-//! they would run on separate machines.
+//! one cabinet agent, N averagers and N ledger nodes (own keys and data directories) — each on
+//! its own MQTT session, exactly as they would run on separate machines. The genesis is created
+//! under the data directory on first start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,8 @@ use tracing::{error, info};
 use crate::averager::{self, AveragerConfig};
 use crate::bus::{Bus, BusOptions};
 use crate::cabinet::{self, CabinetConfig};
-use crate::publisher::{self, MinedBlock, PublisherConfig};
+use crate::ledger::{Genesis, GenesisSpec, GENESIS_FILE};
+use crate::node::{self, MinedBlock, NodeConfig};
 use crate::regmap::RegisterMap;
 use crate::sim::{ChurnSpec, SimConfig, Simulator};
 use crate::topics::Topics;
@@ -30,8 +32,10 @@ pub struct UpConfig {
     pub period: Duration,
     /// Samples per window.
     pub window: usize,
-    /// Proof-of-work difficulty (leading zero bits).
+    /// Proof-of-work difficulty (leading zero bits) of a genesis created on first start.
     pub difficulty: u32,
+    /// Ledger nodes.
+    pub nodes: usize,
     /// Data directory (chain and cabinet outbox).
     pub data_dir: PathBuf,
     /// Number of averagers.
@@ -57,10 +61,16 @@ pub enum UpEvent {
         broker: String,
         /// The simulator's Modbus address.
         modbus: SocketAddr,
-        /// The chain file.
+        /// The first node's chain file.
         chain: PathBuf,
+        /// The genesis file.
+        genesis: PathBuf,
+        /// The chain id.
+        chain_id: String,
+        /// Node ids.
+        nodes: Vec<String>,
     },
-    /// A block was appended.
+    /// A node's main chain moved (a block it mined, a reorg).
     Block(MinedBlock),
 }
 
@@ -97,24 +107,45 @@ pub async fn run(
             .context("cabinet simulator")
     });
 
-    let pconf = PublisherConfig {
-        difficulty: config.difficulty,
-        threads: config.threads,
-        ..PublisherConfig::new("publisher", config.data_dir.clone())
+    let genesis_path = config.data_dir.join(GENESIS_FILE);
+    let genesis = if genesis_path.exists() {
+        Genesis::load(&genesis_path)?
+    } else {
+        let g = Genesis::new(GenesisSpec::pow(config.difficulty))?;
+        g.write_new(&genesis_path)?;
+        info!(path = %genesis_path.display(), chain = %g.id(), "genesis created");
+        g
     };
-    let chain = pconf.chain_path();
-    let bus = Bus::connect(
-        BusOptions::new(url.clone(), "publisher", publisher::ROLE),
-        pconf.subscriptions(),
-    )?;
     let (report_tx, mut report_rx) = mpsc::unbounded_channel();
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        publisher::run(pconf, bus, stop, Some(report_tx))
-            .await
-            .map(|_| ())
-            .context("publisher")
-    });
+    let mut node_ids = Vec::new();
+    let mut chain = PathBuf::new();
+    for n in 1..=config.nodes.max(1) {
+        let id = format!("node-{n}");
+        let nconf = NodeConfig {
+            id: id.clone(),
+            data_dir: config.data_dir.join(&id),
+            // Nodes share the machine: split the cores between them.
+            threads: (config.threads / config.nodes.max(1)).max(1),
+            ..NodeConfig::default()
+        };
+        nconf.validate()?;
+        if n == 1 {
+            chain = nconf.chain_path();
+        }
+        let bus = Bus::connect(
+            BusOptions::new(url.clone(), &id, node::ROLE),
+            nconf.subscriptions(),
+        )?;
+        let (stop, tx, g) = (shutdown.clone(), report_tx.clone(), genesis.clone());
+        tasks.spawn(async move {
+            node::run(nconf, Some(g), bus, stop, Some(tx))
+                .await
+                .map(|_| ())
+                .context("ledger node")
+        });
+        node_ids.push(id);
+    }
+    drop(report_tx);
 
     for n in 1..=config.averagers {
         let id = format!("averager-{n}");
@@ -134,6 +165,7 @@ pub async fn run(
         period: config.period,
         window: config.window,
         commit_deadline: config.commit_deadline,
+        genesis: Some(genesis.clone()),
         ..CabinetConfig::new(
             &config.cabinet,
             modbus,
@@ -155,6 +187,9 @@ pub async fn run(
         broker: broker.url(),
         modbus,
         chain,
+        genesis: genesis_path,
+        chain_id: genesis.id().to_hex(),
+        nodes: node_ids,
     });
     info!(broker = %broker.url(), "wattchain is up");
 

@@ -161,6 +161,7 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
         let msg = Incoming {
             topic,
             payload: payload.into(),
+            retain: false,
         };
         tokio::time::timeout(Duration::from_secs(30), peer.deliver.send(msg))
             .await
@@ -175,6 +176,7 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
         let msg = Incoming {
             topic: topics.average("c1", a.quantity),
             payload: encode(&a).into(),
+            retain: false,
         };
         peer.deliver.send(msg).await.unwrap();
     }

@@ -22,6 +22,7 @@ async fn deliver_window(peer: &MemoryPeer, cabinet: &str, window: u64) {
         let msg = Incoming {
             topic: Topics::default().average(cabinet, average.quantity),
             payload: encode(&average).into(),
+            retain: false,
         };
         peer.deliver.send(msg).await.expect("publisher reads");
     }

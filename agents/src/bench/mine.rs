@@ -4,7 +4,9 @@
 //! For comparison it can also force an [`Engine`] (for instance the portable one) or run the
 //! textbook method: serialise the whole header, hash it, hex it and compare strings per trial.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -61,14 +63,14 @@ pub fn run(method: Method, threads: usize, duration: Duration) -> Result<MineRep
         Method::Miner(Some(engine)) => Miner::new(threads).with_engine(engine)?,
         Method::Miner(None) | Method::Naive => Miner::new(threads),
     };
-    let cancel = AtomicBool::new(false);
+    let cancel = CancellationToken::new();
     let started = Instant::now();
     let trials = std::thread::scope(|scope| {
         let cancel = &cancel;
         // The benchmark's own clock: the search has no other way to end.
         scope.spawn(move || {
             std::thread::sleep(duration);
-            cancel.store(true, Ordering::Relaxed);
+            cancel.cancel();
         });
         match method {
             Method::Naive => naive_search(miner.threads(), cancel),
@@ -98,7 +100,7 @@ fn bench_prefix() -> HeaderPrefix {
 }
 
 /// The textbook search loop, for comparison only; runs until `cancel`.
-fn naive_search(threads: usize, cancel: &AtomicBool) -> u64 {
+fn naive_search(threads: usize, cancel: &CancellationToken) -> u64 {
     let total = AtomicU64::new(0);
     let target = "0".repeat(64);
     std::thread::scope(|scope| {
@@ -107,7 +109,7 @@ fn naive_search(threads: usize, cancel: &AtomicBool) -> u64 {
             scope.spawn(move || {
                 let mut nonce = first;
                 let mut trials = 0u64;
-                while !cancel.load(Ordering::Relaxed) {
+                while !cancel.is_cancelled() {
                     let digest = Sha256::digest(naive_header(nonce));
                     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
                     trials += 1;

@@ -1,11 +1,11 @@
-//! `wattchain bench pipeline`: the real averagers, publisher and cabinet agents under load.
+//! `wattchain bench pipeline`: the real averagers, ledger nodes and cabinet agents under load.
 //!
 //! C cabinet agents run with a synthetic source (only the Modbus read is replaced: the window
 //! cutter, the durable outbox, publishing and commit handling are the real ones) and publish R
 //! quadruplets per second each through the real topics, on the embedded broker or any broker
 //! given by URL. By default every role runs in this process, each on its own MQTT session, as
 //! in `wattchain up`, and the memory figures are those of the whole process; with
-//! `--processes` the broker, publisher and averagers are child processes (module `processes`) and
+//! `--processes` the broker, nodes and averagers are child processes (module `processes`) and
 //! each reports its own.
 //!
 //! The bench counts from what it sees itself on `ledger/block`: the first publication of each
@@ -33,7 +33,8 @@ use super::modbus::Spread;
 use crate::averager::{self, AveragerConfig};
 use crate::bus::{BrokerUrl, Bus, BusError, BusOptions, QoS};
 use crate::cabinet::{self, CabinetConfig, SourceConfig, SyntheticConfig};
-use crate::publisher::{self, PublisherConfig};
+use crate::ledger::{Genesis, GenesisSpec, GENESIS_FILE};
+use crate::node::{self, NodeConfig};
 use crate::topics::Topics;
 
 /// How long every role has to stop once production and draining are over; a role still
@@ -64,6 +65,9 @@ pub struct PipelineBench {
     /// Averaging agents.
     #[arg(long, default_value_t = 2)]
     pub averagers: usize,
+    /// Ledger nodes keeping the chain together.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     /// Cabinet tick: the readings owed are taken, and their windows published, once per tick.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     pub tick: Duration,
@@ -73,7 +77,7 @@ pub struct PipelineBench {
     /// Where the outboxes and the chain are written (a fresh subdirectory, removed afterwards).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub data_dir: PathBuf,
-    /// Run the broker, publisher and averagers as child processes, each measured alone.
+    /// Run the broker, nodes and averagers as child processes, each measured alone.
     #[arg(long)]
     pub processes: bool,
     /// Start the cabinets spread over one window's duration, like independent cabinets,
@@ -97,6 +101,7 @@ impl PipelineBench {
             seconds,
             broker: None,
             averagers: 2,
+            nodes: 1,
             tick: Duration::from_millis(10),
             drain: Duration::from_secs(15),
             data_dir: std::env::temp_dir(),
@@ -151,9 +156,9 @@ pub async fn run(
     bench: &PipelineBench,
     shutdown: CancellationToken,
 ) -> Result<PipelineReport, PipelineBenchError> {
-    if bench.cabinets == 0 || bench.window == 0 || bench.averagers == 0 {
+    if bench.cabinets == 0 || bench.window == 0 || bench.averagers == 0 || bench.nodes == 0 {
         return Err(PipelineBenchError::Invalid(
-            "cabinets, window and averagers must be ≥ 1",
+            "cabinets, window, averagers and nodes must be ≥ 1",
         ));
     }
     if !(bench.rate.is_finite()
@@ -203,6 +208,11 @@ async fn drive(
     let topics = Topics::default();
     let stop = CancellationToken::new();
     let mut roles: JoinSet<RoleEnd> = JoinSet::new();
+    let genesis = Genesis::new(GenesisSpec::pow(bench.difficulty))
+        .map_err(|_| PipelineBenchError::Invalid("difficulty must be 0..=40"))?;
+    genesis
+        .write_new(&dir.join(GENESIS_FILE))
+        .map_err(|_| PipelineBenchError::Invalid("cannot write the bench genesis"))?;
 
     let mut observer = Bus::connect(
         BusOptions::new(url.clone(), "bench-observer", "bench"),
@@ -217,7 +227,7 @@ async fn drive(
             .start_agents(bench, &url, dir, &mut observer, &topics)
             .await?;
     } else {
-        spawn_agents(bench, &url, dir, &topics, &stop, &mut roles).await?;
+        spawn_agents(bench, &genesis, &url, dir, &topics, &stop, &mut roles).await?;
     }
 
     let per_cabinet = ((bench.rate * bench.seconds) as u64 / bench.window as u64).max(1);
@@ -231,6 +241,7 @@ async fn drive(
         );
         config.period = bench.tick;
         config.window = bench.window;
+        config.genesis = Some(genesis.clone());
         config.source = SourceConfig::Synthetic(SyntheticConfig::new(
             bench.rate,
             Some(per_cabinet * bench.window as u64),
@@ -290,6 +301,16 @@ async fn drive(
             }
         }
     }
+    // Every window seen in a block; the judge is a node's chain file (a block on the bus may
+    // have lost a fork), once the last windows are final there.
+    let chain_file = dir.join("node-1").join(crate::ledger::CHAIN_FILE);
+    while failures.is_empty() && !shutdown.is_cancelled() {
+        let (in_file, _) = tally.in_chain_file(&chain_file);
+        if in_file >= tally.expected() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let rss_peak_kib = proc_status_kib("VmHWM").unwrap_or(0);
     let role_memory = children.memory();
     stop.cancel();
@@ -321,7 +342,7 @@ async fn drive(
     }
     observer.close().await;
     let elapsed = tally.last_commit.map_or(Duration::ZERO, |t| t - start);
-    let committed = tally.committed();
+    let (committed, duplicated) = tally.in_chain_file(&chain_file);
     Ok(PipelineReport {
         broker: broker_name,
         cabinets: bench.cabinets,
@@ -335,7 +356,7 @@ async fn drive(
         windows_produced: produced,
         windows_committed: committed,
         windows_lost: produced.saturating_sub(committed),
-        windows_duplicated: tally.duplicated,
+        windows_duplicated: duplicated,
         blocks: tally.blocks.len() as u64,
         republished,
         window_to_block: Spread::of(&mut tally.latencies),
@@ -347,9 +368,10 @@ async fn drive(
     })
 }
 
-/// Starts the publisher and the averagers in this process, each on its own session.
+/// Starts the nodes and the averagers in this process, each on its own session.
 async fn spawn_agents(
     bench: &PipelineBench,
+    genesis: &Genesis,
     url: &BrokerUrl,
     dir: &Path,
     topics: &Topics,
@@ -357,20 +379,23 @@ async fn spawn_agents(
     roles: &mut JoinSet<RoleEnd>,
 ) -> Result<(), PipelineBenchError> {
     let ready = Duration::from_secs(10);
-    let pconf = PublisherConfig {
-        difficulty: bench.difficulty,
-        ..PublisherConfig::new("bench-publisher", dir.join("publisher"))
-    };
-    let bus = Bus::connect(
-        BusOptions::new(url.clone(), &pconf.id, publisher::ROLE),
-        pconf.subscriptions(),
-    )?;
-    bus.wait_ready(ready).await?;
-    let s = stop.clone();
-    roles.spawn(async move {
-        let r = publisher::run(pconf, bus, s, None).await;
-        RoleEnd::Other("publisher".into(), r.map(|_| ()).map_err(|e| e.to_string()))
-    });
+    for n in 1..=bench.nodes {
+        let nconf = NodeConfig {
+            id: format!("bench-node-{n}"),
+            data_dir: dir.join(format!("node-{n}")),
+            ..NodeConfig::default()
+        };
+        let bus = Bus::connect(
+            BusOptions::new(url.clone(), &nconf.id, node::ROLE),
+            nconf.subscriptions(),
+        )?;
+        bus.wait_ready(ready).await?;
+        let (s, g) = (stop.clone(), genesis.clone());
+        roles.spawn(async move {
+            let r = node::run(nconf, Some(g), bus, s, None).await;
+            RoleEnd::Other("node".into(), r.map(|_| ()).map_err(|e| e.to_string()))
+        });
+    }
     for n in 1..=bench.averagers {
         let aconf = AveragerConfig::new(&format!("bench-averager-{n}"), topics.clone());
         let bus = Bus::connect(

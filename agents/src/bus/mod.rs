@@ -64,6 +64,8 @@ pub struct Incoming {
     pub topic: String,
     /// Its payload.
     pub payload: Bytes,
+    /// Delivered because it was retained (at subscription), not published live.
+    pub retain: bool,
 }
 
 /// A message an agent published (as seen by the in-memory seam).
@@ -346,6 +348,7 @@ mod tests {
             .send(Incoming {
                 topic: "t/in".into(),
                 payload: Bytes::from_static(b"x"),
+                retain: false,
             })
             .await
             .unwrap();

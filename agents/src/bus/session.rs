@@ -86,6 +86,7 @@ impl Session {
                     let msg = Incoming {
                         topic: p.topic,
                         payload: p.payload,
+                        retain: p.retain,
                     };
                     let msg = if self.held.is_empty() {
                         match self.incoming.try_send(msg) {

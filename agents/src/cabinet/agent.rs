@@ -9,8 +9,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::commit::check_block;
 use super::config::CabinetConfig;
+use super::finality::{BlockRefusal, Finality, Outcome};
 use super::outbox::{Outbox, OutboxError};
 use super::source::{SourceConfig, Synthetic};
 use super::window::WindowCutter;
@@ -30,6 +30,9 @@ pub enum CabinetError {
     /// The outbox journal cannot be read or written: continuing would lose windows.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// No genesis: the cabinet could never check that a window is final.
+    #[error("cabinet {0}: no genesis given (--genesis FILE): windows can only leave the outbox at finality checked under the chain's rules")]
+    NoGenesis(String),
 }
 
 /// What the agent did, returned when it stops.
@@ -76,6 +79,8 @@ struct Agent {
     next_switch_read: Instant,
     status: CabinetStatus,
     stats: CabinetStats,
+    /// The light client deciding when a window is final.
+    finality: Finality,
 }
 
 /// Polls, publishes and keeps the outbox until `shutdown`; then closes both sessions.
@@ -85,6 +90,11 @@ pub async fn run(
     status_bus: Bus,
     shutdown: CancellationToken,
 ) -> Result<CabinetStats, CabinetError> {
+    let Some(genesis) = config.genesis.clone() else {
+        bus.close().await;
+        status_bus.close().await;
+        return Err(CabinetError::NoGenesis(config.id.clone()));
+    };
     let (outbox, recovered) = Outbox::open(&config.data_dir, config.outbox_capacity)?;
     info!(
         cabinet = %config.id,
@@ -114,6 +124,7 @@ pub async fn run(
         reconnect_delay: config.reconnect.0,
         next_switch_read: now,
         stats: CabinetStats::default(),
+        finality: Finality::new(&config.id, &config.agent_id(), genesis),
         config,
     };
     let mut ticker = tokio::time::interval(agent.config.period);
@@ -141,7 +152,7 @@ pub async fn run(
                 }
             }
             msg = bus.recv() => match msg {
-                Some(msg) => if let Err(e) = agent.on_block(&msg.topic, &msg.payload) { break Err(e) },
+                Some(msg) => if let Err(e) = agent.on_ledger(&msg.topic, &msg.payload) { break Err(e) },
                 None => break Ok(()),
             },
             _ = tokio::time::sleep_until(due) => agent.republish_due(),
@@ -396,28 +407,55 @@ impl Agent {
         }
     }
 
-    /// A block arrived: drop the windows it commits, unless it does not verify.
-    fn on_block(&mut self, topic: &str, payload: &[u8]) -> Result<(), CabinetError> {
-        let block = match check_block(&self.config.id, &self.outbox, payload) {
-            Ok(b) => b,
-            Err(refusal) => {
-                self.reject(topic, &refusal.to_string(), payload);
-                return Ok(());
-            }
+    /// A ledger message (a block for us, a header, the best head, a sync reply): the light
+    /// client checks it, then every window now final leaves the outbox.
+    fn on_ledger(&mut self, topic: &str, payload: &[u8]) -> Result<(), CabinetError> {
+        use crate::messages::decode;
+        use crate::node::wire::{HeadMessage, HeaderMessage, SyncReply};
+        use crate::topics::Route;
+        let now = crate::ledger::Timestamp::now().millis();
+        let malformed = |e: String| BlockRefusal::Malformed(e);
+        let max = 1 << 20;
+        let result: Result<Outcome, BlockRefusal> = match self.config.topics.parse(topic) {
+            Some(Route::Commit { .. }) => std::str::from_utf8(payload)
+                .map_err(|e| e.to_string())
+                .and_then(|t| crate::ledger::Block::from_json(t).map_err(|e| e.to_string()))
+                .map_err(malformed)
+                .and_then(|b| self.finality.on_block(b, &self.outbox, now)),
+            Some(Route::Header) => decode::<HeaderMessage>(payload, max)
+                .map_err(|e| malformed(e.to_string()))
+                .and_then(|m| self.finality.on_header(m, now)),
+            Some(Route::Head | Route::NodeHead { .. }) if payload.is_empty() => Ok(Outcome::default()),
+            Some(Route::Head | Route::NodeHead { .. }) => decode::<HeadMessage>(payload, max)
+                .map_err(|e| malformed(e.to_string()))
+                .and_then(|m| self.finality.on_head(m, now)),
+            Some(Route::SyncReply { .. }) => decode::<SyncReply>(payload, max)
+                .map_err(|e| malformed(e.to_string()))
+                .and_then(|m| self.finality.on_sync_reply(m, now)),
+            _ => Err(malformed("not a ledger topic a cabinet reads".into())),
         };
+        match result {
+            Ok(outcome) => {
+                if let Some(req) = outcome.request {
+                    let _ = self.outlet.try_publish(
+                        self.config.topics.sync_request(),
+                        encode(&req),
+                        QoS::AtLeastOnce,
+                        false,
+                    );
+                }
+            }
+            Err(refusal) => self.reject(topic, &refusal.to_string(), payload),
+        }
         let mut committed = 0;
-        for r in block
-            .records()
-            .iter()
-            .filter(|r| r.cabinet == self.config.id)
-        {
-            if self.outbox.commit(r.window)? {
+        for window in self.finality.take_final(&self.outbox) {
+            if self.outbox.commit(window)? {
                 committed += 1;
             }
         }
         if committed > 0 {
             self.stats.committed += committed;
-            debug!(cabinet = %self.config.id, index = block.index, committed, "windows committed");
+            debug!(cabinet = %self.config.id, committed, "windows final on the chain");
             self.publish_status();
         }
         Ok(())

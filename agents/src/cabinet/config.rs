@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::source::SourceConfig;
 use crate::bus::{BusOptions, Presence as BusPresence, QoS};
+use crate::ledger::Genesis;
 use crate::messages::{encode, now_ts, CabinetStatus, Presence};
 use crate::regmap::RegisterMap;
 use crate::topics::Topics;
@@ -42,6 +43,8 @@ pub struct CabinetConfig {
     pub topics: Topics,
     /// Where readings come from: Modbus, or synthetic for benchmarks.
     pub source: SourceConfig,
+    /// The chain's rules: windows leave the outbox only at finality checked under them.
+    pub genesis: Option<Genesis>,
 }
 
 impl CabinetConfig {
@@ -62,6 +65,7 @@ impl CabinetConfig {
             quad_qos: QoS::AtMostOnce,
             topics: Topics::default(),
             source: SourceConfig::Modbus,
+            genesis: None,
         }
     }
 
@@ -70,9 +74,21 @@ impl CabinetConfig {
         format!("cabinet-{}", self.id)
     }
 
-    /// What the main session subscribes to: the blocks that commit this cabinet's windows.
+    /// What the main session subscribes to: the blocks that commit this cabinet's windows,
+    /// the header stream and the heads (its light client: which nodes to ask, who is ahead),
+    /// and its sync replies.
     pub fn subscriptions(&self) -> Vec<(String, QoS)> {
-        vec![(self.topics.commit(&self.id), QoS::AtLeastOnce)]
+        let t = &self.topics;
+        [
+            t.commit(&self.id),
+            t.header(),
+            t.head(),
+            t.node_head_filter(),
+            t.sync_reply(&self.agent_id()),
+        ]
+            .into_iter()
+            .map(|f| (f, QoS::AtLeastOnce))
+            .collect()
     }
 
     /// Options for the second session that carries the retained cabinet status, whose last

@@ -99,6 +99,50 @@ impl WindowIndex {
         true
     }
 
+    /// Forgets every window committed in a block above `block` (a reorg moved the head back
+    /// to it). Runs are progressions in block order, so each is cut, never split.
+    pub fn truncate_above(&mut self, block: u64) {
+        let mut removed = 0u64;
+        self.cabinets.retain(|_, runs| {
+            runs.retain(|&first, run| {
+                let len = run.last_window - first + 1;
+                if run.first_block > block {
+                    removed += len;
+                    return false;
+                }
+                if run.stride > 0 {
+                    let keep = (block - run.first_block) / run.stride + 1;
+                    if keep < len {
+                        removed += len - keep;
+                        run.last_window = first + keep - 1;
+                    }
+                }
+                true
+            });
+            !runs.is_empty()
+        });
+        self.windows -= removed;
+    }
+
+    /// Window ids missing between each cabinet's first and last committed window, as
+    /// inclusive ranges `(cabinet, first missing, last missing)`, sorted by cabinet.
+    pub fn gaps(&self) -> Vec<(String, u64, u64)> {
+        let mut out = Vec::new();
+        for (cabinet, runs) in &self.cabinets {
+            let mut previous_last: Option<u64> = None;
+            for (&first, run) in runs {
+                if let Some(last) = previous_last {
+                    if first > last + 1 {
+                        out.push((cabinet.clone(), last + 1, first - 1));
+                    }
+                }
+                previous_last = Some(run.last_window);
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Total windows committed across cabinets.
     pub fn windows(&self) -> u64 {
         self.windows
@@ -195,6 +239,59 @@ mod tests {
         assert!(!index.insert("a", 5, 9));
         assert_eq!(index.get("a", 5), Some(1));
         assert_eq!(index.windows(), 1);
+    }
+
+    #[test]
+    fn truncating_above_a_block_forgets_exactly_the_later_windows() {
+        let mut index = WindowIndex::default();
+        for w in 0..100u64 {
+            index.insert("a", w, w + 1);
+            index.insert("b", w, 5);
+        }
+        index.insert("c", 0, 60);
+        index.truncate_above(40);
+        assert_eq!(index.get("a", 39), Some(40));
+        assert_eq!(index.get("a", 40), None);
+        assert_eq!(index.get("b", 99), Some(5));
+        assert_eq!(index.get("c", 0), None);
+        assert_eq!(index.windows(), 140);
+        assert!(index.insert("a", 40, 41), "the index grows again from there");
+        assert_eq!(index.get("a", 40), Some(41));
+    }
+
+    #[test]
+    fn random_inserts_and_truncations_agree_with_a_plain_map() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let mut index = WindowIndex::default();
+            let mut plain: HashMap<(u8, u64), u64> = HashMap::new();
+            let mut block = 1u64;
+            for _ in 0..300 {
+                if rng.random_bool(0.1) {
+                    let to = rng.random_range(0..=block);
+                    index.truncate_above(to);
+                    plain.retain(|_, b| *b <= to);
+                    block = to + 1;
+                    continue;
+                }
+                for _ in 0..rng.random_range(0..4) {
+                    let (c, w) = (rng.random_range(0..2u8), rng.random_range(0..40u64));
+                    let name = if c == 0 { "a" } else { "b" };
+                    let fresh = !plain.contains_key(&(c, w));
+                    assert_eq!(index.insert(name, w, block), fresh, "seed {seed}");
+                    plain.entry((c, w)).or_insert(block);
+                }
+                block += 1;
+            }
+            for c in 0..2u8 {
+                for w in 0..40 {
+                    let name = if c == 0 { "a" } else { "b" };
+                    assert_eq!(index.get(name, w), plain.get(&(c, w)).copied(), "seed {seed} {name}#{w}");
+                }
+            }
+            assert_eq!(index.windows(), plain.len() as u64, "seed {seed}");
+        }
     }
 
     #[test]

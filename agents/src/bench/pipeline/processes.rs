@@ -1,5 +1,5 @@
-//! The broker, averagers and publisher as child processes of this executable
-//! (`wattchain broker|averager|publisher`), so each role's memory is its own process's.
+//! The broker, averagers and nodes as child processes of this executable
+//! (`wattchain broker|averager|node`), so each role's memory is its own process's.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -18,7 +18,7 @@ use crate::topics::Topics;
 /// Resident memory of one role's process.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoleMemory {
-    /// `broker`, `publisher`, `averager-N`.
+    /// `broker`, `node-N`, `averager-N`.
     pub role: String,
     /// Its process id.
     pub pid: u32,
@@ -77,7 +77,7 @@ impl Children {
         Ok(format!("mqtt://{addr}").parse()?)
     }
 
-    /// Starts the publisher and the averagers on `url`; waits until each announces itself
+    /// Starts the nodes and the averagers on `url`; waits until each announces itself
     /// online on `observer` (subscribed to every agent status).
     pub(super) async fn start_agents(
         &mut self,
@@ -90,26 +90,19 @@ impl Children {
         let run = std::process::id();
         let broker = url.to_string();
         let mut waiting = HashSet::new();
-        let id = format!("bench-publisher-{run}");
-        let data = dir.join("publisher");
-        let data = data.to_string_lossy();
-        let difficulty = bench.difficulty.to_string();
-        let child = spawn(
-            "publisher",
-            &[
-                "publisher",
-                "--broker",
-                &broker,
-                "--id",
-                &id,
-                "--data-dir",
-                &data,
-                "--difficulty",
-                &difficulty,
-            ],
-        )?;
-        self.roles.push(("publisher".into(), child, 0));
-        waiting.insert(topics.agent_status(&id));
+        let genesis = dir.join(crate::ledger::GENESIS_FILE);
+        let genesis = genesis.to_string_lossy();
+        for n in 1..=bench.nodes {
+            let id = format!("bench-node-{run}-{n}");
+            let data = dir.join(format!("node-{n}"));
+            let data = data.to_string_lossy();
+            let child = spawn(
+                "node",
+                &["node", "--broker", &broker, "--id", &id, "--data-dir", &data, "--genesis", &genesis],
+            )?;
+            self.roles.push((format!("node-{n}"), child, 0));
+            waiting.insert(topics.agent_status(&id));
+        }
         for n in 1..=bench.averagers {
             let id = format!("bench-averager-{run}-{n}");
             let child = spawn("averager", &["averager", "--broker", &broker, "--id", &id])?;
@@ -131,7 +124,7 @@ impl Children {
         };
         match tokio::time::timeout(Duration::from_secs(20), ready).await {
             Ok(true) => Ok(()),
-            _ => Err(PipelineBenchError::NotReady("publisher or averager")),
+            _ => Err(PipelineBenchError::NotReady("node or averager")),
         }
     }
 

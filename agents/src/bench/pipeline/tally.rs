@@ -1,5 +1,7 @@
-//! What the bench sees on `ledger/block`: each block index counted once, each planned
-//! `(cabinet, window)` against the block that committed it first, and how long it took.
+//! What the bench sees on `ledger/block`: each block counted once, each planned
+//! `(cabinet, window)` against the block that committed it first, and how long it took; and
+//! what a node's final chain file holds (with several nodes, a block seen on the bus may have
+//! lost a fork: the file is the judge of lost and duplicated windows).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -16,7 +18,7 @@ pub(super) struct ChainTally {
     /// Windows expected per cabinet: ids `0..per_cabinet`.
     per_cabinet: u64,
     cabinets: HashSet<String>,
-    pub(super) blocks: HashSet<u64>,
+    pub(super) blocks: HashSet<crate::ledger::Hash32>,
     /// Each committed window and the block that committed it first.
     committed: HashMap<(String, u64), u64>,
     pub(super) duplicated: u64,
@@ -51,7 +53,23 @@ impl ChainTally {
         self.committed() >= self.expected()
     }
 
-    /// Counts a block publication; a re-publication of a known index changes nothing.
+    /// Windows of the plan committed in a chain file, and how many appear more than once.
+    pub(super) fn in_chain_file(&self, path: &std::path::Path) -> (u64, u64) {
+        let mut seen = HashSet::new();
+        let mut duplicated = 0;
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(block) = Block::from_json(line) else { continue };
+            for r in block.records() {
+                if self.cabinets.contains(&r.cabinet) && r.window < self.per_cabinet && !seen.insert((r.cabinet.clone(), r.window)) {
+                    duplicated += 1;
+                }
+            }
+        }
+        (seen.len() as u64, duplicated)
+    }
+
+    /// Counts a block publication; a re-publication of a known block changes nothing.
     pub(super) fn on_block(&mut self, payload: &[u8], start: Instant) {
         let (now, arrived) = (Instant::now(), SystemTime::now());
         let Some(block) = std::str::from_utf8(payload)
@@ -61,7 +79,7 @@ impl ChainTally {
             warn!("bench: ignoring a malformed block");
             return;
         };
-        if !self.blocks.insert(block.index) {
+        if !self.blocks.insert(block.hash) {
             return;
         }
         for r in block.records() {
@@ -113,15 +131,21 @@ mod tests {
                 },
             })
             .collect();
-        crate::ledger::BlockTemplate::after(head, records, 0, Timestamp::now())
-            .unwrap()
-            .seal(0)
+        let key = crate::ledger::NodeKey::from_seed([5; 32]);
+        genesis()
+            .template(&head.header(), records, Timestamp::now(), key.public())
+            .finish(0, &key, &genesis().id())
+    }
+
+    fn genesis() -> crate::ledger::Genesis {
+        let mut spec = crate::ledger::GenesisSpec::pow(0);
+        spec.created = crate::ledger::Timestamp::from_millis(0).unwrap();
+        crate::ledger::Genesis::new(spec).unwrap()
     }
 
     #[test]
     fn a_block_seen_twice_counts_once_and_a_window_in_two_blocks_is_a_duplicate() {
-        use crate::ledger::{BlockTemplate, Timestamp};
-        let genesis = BlockTemplate::genesis(0, Timestamp::now()).unwrap().seal(0);
+        let genesis = genesis().block();
         let b1 = block_after(&genesis, &[("c1", 0), ("c2", 0), ("other", 0), ("c1", 7)]);
         let b2 = block_after(&b1, &[("c1", 1), ("c1", 0)]);
         let mut tally = ChainTally::new(["c1".to_string(), "c2".to_string()].into_iter(), 2);
@@ -131,6 +155,11 @@ mod tests {
         }
         tally.on_block(b"not a block", start);
         assert_eq!(tally.blocks.len(), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.jsonl");
+        let lines: Vec<String> = [&genesis, &b1, &b2].iter().map(|b| b.to_json()).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        assert_eq!(tally.in_chain_file(&path), (3, 1), "c1#0 twice in the file");
         assert_eq!(
             tally.committed(),
             3,

@@ -13,7 +13,7 @@ pub(super) use x86::{Avx2, Avx512};
 #[cfg(not(target_arch = "x86_64"))]
 pub(super) use elsewhere::{Avx2, Avx512};
 
-use super::engine::{Plan, FIRST_VARYING_W, K};
+use super::midstate::{Plan, FIRST_VARYING_W, K};
 
 /// A vector of 32-bit lanes with the SHA-256 primitives, one implementation per instruction set.
 ///

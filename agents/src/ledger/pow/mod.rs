@@ -11,17 +11,18 @@
 
 pub mod engine;
 mod lanes;
+mod midstate;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use sha2::compress256;
-use sha2::digest::consts::U64;
-use sha2::digest::generic_array::GenericArray;
+use tokio_util::sync::CancellationToken;
 
-use super::encoding::{HeaderPrefix, HEADER_LEN};
-use engine::{lane_state, Kernel, Plan, MAX_LANES};
+use super::encoding::HeaderPrefix;
+use engine::{lane_state, Kernel, MAX_LANES};
 pub use engine::{Engine, UnknownEngine, UnsupportedEngine};
+use midstate::{state_bytes, state_leading_zeros};
+pub use midstate::Midstate;
 
 /// Trials between two looks at the stop flags (tens of microseconds of work).
 pub const POLL_EVERY: u64 = 1024;
@@ -29,23 +30,6 @@ pub const POLL_EVERY: u64 = 1024;
 /// Trials made on the calling thread before the other mining threads start (≈ 0.3 ms with
 /// vector lanes): enough for a block of difficulty up to about 12 bits.
 const SOLO_TRIALS: u64 = 1 << 14;
-
-/// SHA-256 initial state (FIPS 180-4, 5.3.3).
-const H0: [u32; 8] = [
-    0x6a09_e667,
-    0xbb67_ae85,
-    0x3c6e_f372,
-    0xa54f_f53a,
-    0x510e_527f,
-    0x9b05_688c,
-    0x1f83_d9ab,
-    0x5be0_cd19,
-];
-
-/// Offset of the nonce inside the second SHA-256 block of the header.
-const NONCE_AT: usize = HEADER_LEN - 8 - 64;
-
-type ShaBlock = GenericArray<u8, U64>;
 
 /// A successful search: the nonce and the block hash it yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,95 +49,6 @@ pub struct Search {
     pub found: Option<Mined>,
     /// Hashes computed by all threads together.
     pub trials: u64,
-}
-
-/// The SHA-256 state after a header's first 64 bytes, plus its padded second block.
-#[derive(Clone)]
-pub struct Midstate {
-    state: [u32; 8],
-    tail: ShaBlock,
-}
-
-impl Midstate {
-    /// Compresses the first 64 prefix bytes and prepares `[24 prefix bytes | nonce | padding]`.
-    pub fn new(prefix: &HeaderPrefix) -> Midstate {
-        let mut state = H0;
-        compress256(&mut state, &[ShaBlock::clone_from_slice(&prefix.0[..64])]);
-        let mut tail = [0u8; 64];
-        tail[..NONCE_AT].copy_from_slice(&prefix.0[64..]);
-        // SHA-256 padding for a 96-byte message: 0x80, zeros, then the bit length (768) BE.
-        tail[NONCE_AT + 8] = 0x80;
-        tail[56..].copy_from_slice(&(HEADER_LEN as u64 * 8).to_be_bytes());
-        Midstate {
-            state,
-            tail: ShaBlock::clone_from_slice(&tail),
-        }
-    }
-
-    /// The block hash for `nonce` (one compression), as bytes.
-    pub fn hash(&self, nonce: u64) -> [u8; 32] {
-        state_bytes(&self.portable_state(nonce))
-    }
-
-    /// Hashes of the nonces `hi << 32 | low` for each of `lows`, computed by `engine` in batches
-    /// of its lane count (a short last batch is padded and the padding discarded).
-    pub fn hash_lanes(
-        &self,
-        engine: Engine,
-        hi: u32,
-        lows: &[u32],
-    ) -> Result<Vec<[u8; 32]>, UnsupportedEngine> {
-        let kernel = Kernel::new(engine)?;
-        let plan = self.plan(hi);
-        let mut out = Vec::with_capacity(lows.len());
-        let mut batch = [0u32; MAX_LANES];
-        for chunk in lows.chunks(engine.lanes()) {
-            batch[..chunk.len()].copy_from_slice(chunk);
-            let states = kernel.run(self, &plan, &batch);
-            out.extend((0..chunk.len()).map(|lane| state_bytes(&lane_state(&states, lane))));
-        }
-        Ok(out)
-    }
-
-    /// The final state for `nonce` through `sha2::compress256`.
-    fn portable_state(&self, nonce: u64) -> [u32; 8] {
-        let mut block = self.tail;
-        block[NONCE_AT..NONCE_AT + 8].copy_from_slice(&nonce.to_be_bytes());
-        let mut state = self.state;
-        compress256(&mut state, std::slice::from_ref(&block));
-        state
-    }
-
-    /// The nonce-independent work for nonces with high word `hi`.
-    fn plan(&self, hi: u32) -> Plan {
-        let mut fixed = [0u32; 6];
-        for (word, chunk) in fixed.iter_mut().zip(self.tail[..NONCE_AT].chunks_exact(4)) {
-            *word = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        }
-        Plan::new(self.state, fixed, hi)
-    }
-}
-
-/// The digest bytes of a final SHA-256 state.
-fn state_bytes(state: &[u32; 8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
-        chunk.copy_from_slice(&word.to_be_bytes());
-    }
-    out
-}
-
-/// Leading zero bits of the digest, read straight from the state words (big-endian order).
-#[inline]
-fn state_leading_zeros(state: &[u32; 8]) -> u32 {
-    let mut bits = 0;
-    for word in state {
-        bits += word.leading_zeros();
-        if *word != 0 {
-            break;
-        }
-    }
-    bits
 }
 
 /// A proof-of-work miner using a fixed number of threads and one [`Engine`].
@@ -200,18 +95,18 @@ impl Miner {
     }
 
     /// Searches a nonce giving at least `difficulty` leading zero bits; `None` once `cancel`
-    /// is set (or, in theory, when the whole nonce space is exhausted). Blocks the caller.
+    /// fires (or, in theory, when the whole nonce space is exhausted). Blocks the caller.
     pub fn mine(
         &self,
         prefix: &HeaderPrefix,
         difficulty: u32,
-        cancel: &AtomicBool,
+        cancel: &CancellationToken,
     ) -> Option<Mined> {
         self.search(prefix, difficulty, cancel).found
     }
 
     /// Like [`Miner::mine`], but also reports the work done when the search was cancelled.
-    pub fn search(&self, prefix: &HeaderPrefix, difficulty: u32, cancel: &AtomicBool) -> Search {
+    pub fn search(&self, prefix: &HeaderPrefix, difficulty: u32, cancel: &CancellationToken) -> Search {
         let midstate = Midstate::new(prefix);
         // `with_engine` checked support; a miner built elsewhere still falls back safely.
         let kernel = Kernel::new(self.engine).unwrap_or(Kernel::Portable);
@@ -230,7 +125,7 @@ impl Miner {
         let lanes = kernel.engine().lanes() as u64;
         let solo_batches = (SOLO_TRIALS / lanes).max(1);
         let mut trials = worker.run(0, 1, solo_batches);
-        if !stop.load(Ordering::Relaxed) && !cancel.load(Ordering::Relaxed) {
+        if !stop.load(Ordering::Relaxed) && !cancel.is_cancelled() {
             let step = self.threads as u64;
             let total = AtomicU64::new(0);
             std::thread::scope(|scope| {
@@ -263,7 +158,7 @@ struct Worker<'a> {
     kernel: Kernel,
     difficulty: u32,
     stop: &'a AtomicBool,
-    cancel: &'a AtomicBool,
+    cancel: &'a CancellationToken,
     found: &'a Mutex<Option<(u64, [u8; 32])>>,
 }
 
@@ -320,7 +215,7 @@ impl Worker<'_> {
                     None => break 'search,
                 }
             }
-            if self.stop.load(Ordering::Relaxed) || self.cancel.load(Ordering::Relaxed) {
+            if self.stop.load(Ordering::Relaxed) || self.cancel.is_cancelled() {
                 break;
             }
         }
@@ -377,7 +272,7 @@ mod tests {
         let prefix = HeaderPrefix::new(3, 12, &Hash32([9; 32]), &Hash32([8; 32]), 42);
         for threads in [1, 2, 3] {
             let mined = Miner::new(threads)
-                .mine(&prefix, 12, &AtomicBool::new(false))
+                .mine(&prefix, 12, &CancellationToken::new())
                 .expect("difficulty 12 is reachable");
             let hash = prefix.hash(mined.nonce);
             assert_eq!(hash.0, mined.hash);
@@ -392,7 +287,7 @@ mod tests {
         for engine in Engine::ALL.into_iter().filter(|e| e.is_supported()) {
             let miner = Miner::new(1).with_engine(engine).expect("supported");
             let mined = miner
-                .mine(&prefix, 0, &AtomicBool::new(false))
+                .mine(&prefix, 0, &CancellationToken::new())
                 .expect("trivial");
             assert_eq!(mined.nonce, 0, "{engine}");
             // One batch: the engine hashes all its lanes at once.
@@ -404,7 +299,7 @@ mod tests {
     #[test]
     fn preset_cancel_returns_none_after_at_most_one_poll_per_thread() {
         let prefix = HeaderPrefix::new(1, 256, &Hash32::ZERO, &Hash32::ZERO, 0);
-        let search = Miner::new(2).search(&prefix, 256, &AtomicBool::new(true));
+        let search = Miner::new(2).search(&prefix, 256, &{ let t = CancellationToken::new(); t.cancel(); t });
         assert!(search.found.is_none());
         assert!(search.trials <= 2 * POLL_EVERY);
     }

@@ -1,7 +1,7 @@
 //! Assembling the four averages of a window into one ledger record.
 //!
-//! Pure logic, no I/O: the publisher feeds it every average it receives and takes the ready
-//! records when it starts mining. Duplicates (an averager's retry, a re-issued window) are
+//! Pure logic, no I/O: the node engine feeds it every average it receives and takes the ready
+//! records when it starts a block; records of a block that left the main chain come back. Duplicates (an averager's retry, a re-issued window) are
 //! recognised and ignored; the number of windows in progress is bounded.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -122,6 +122,36 @@ impl Assembler {
     pub fn release<'a>(&mut self, keys: impl IntoIterator<Item = (&'a str, u64)>) {
         for (cabinet, window) in keys {
             self.claimed.remove(&(cabinet.to_string(), window));
+        }
+    }
+
+    /// Puts records back in front of the ready queue, claimed again: a block that held them
+    /// was not mined, went stale, or left the main chain in a reorg.
+    pub fn restore(&mut self, records: Vec<Record>) {
+        for record in records.into_iter().rev() {
+            let key = (record.cabinet.clone(), record.window);
+            self.partial.remove(&key);
+            self.order.retain(|k| k != &key);
+            let held = self
+                .ready
+                .iter()
+                .any(|r| r.cabinet == record.cabinet && r.window == record.window);
+            if !held {
+                self.ready.push_front(record);
+            }
+            self.claimed.insert(key);
+        }
+    }
+
+    /// Drops windows that a block on the main chain now commits, wherever they are held.
+    pub fn committed<'a>(&mut self, keys: impl IntoIterator<Item = (&'a str, u64)>) {
+        for (cabinet, window) in keys {
+            let key = (cabinet.to_string(), window);
+            if self.partial.remove(&key).is_some() {
+                self.order.retain(|k| k != &key);
+            }
+            self.ready.retain(|r| !(r.cabinet == cabinet && r.window == window));
+            self.claimed.remove(&key);
         }
     }
 
