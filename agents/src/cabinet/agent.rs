@@ -458,6 +458,12 @@ impl Agent {
             debug!(cabinet = %self.config.id, committed, "windows final on the chain");
             self.publish_status();
         }
+        for tasks in self.finality.take_reissue(now) {
+            warn!(cabinet = %self.config.id, window = tasks[0].window,
+                "a released window's block left the best branch: publishing it again");
+            self.republish_window(&tasks);
+            self.stats.republished += 1;
+        }
         Ok(())
     }
 

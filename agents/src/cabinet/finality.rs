@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use super::outbox::Outbox;
 use crate::messages::WindowTask;
-use crate::ledger::rules::{check_header, check_records, Violation};
+use crate::ledger::rules::{check_detached_with, check_header_with, check_records, Verified, Violation};
 use crate::ledger::{Block, Genesis, Hash32, Header, Record, Work};
 use crate::node::wire::{HeadMessage, HeaderMessage, SyncKind, SyncReply, SyncRequest, MAX_HEADERS_PER_REPLY};
 use crate::topics::Quantity;
@@ -24,6 +24,14 @@ use crate::topics::Quantity;
 const MIN_RETAIN: u64 = 256;
 /// Headers kept whose parent is unknown.
 const MAX_ORPHANS: usize = 512;
+/// Windows watched after their release (see [`Finality::take_reissue`]).
+const MAX_WATCHED: usize = 4096;
+/// Blocks on top after which a released window is no longer watched: a reorg that deep is
+/// beyond what any partition of a few minutes produces at wattchain's block rates.
+const DEEP: u64 = 64;
+/// Least time between two re-issues of one watched window.
+const REISSUE_MS: u64 = 2_000;
+
 /// Blocks remembered per window (forks and re-publications can name several).
 const MAX_CANDIDATES: usize = 8;
 /// How long a header request may go unanswered.
@@ -68,6 +76,7 @@ pub struct LightClient {
     best: Hash32,
     orphans: VecDeque<Header>,
     retain: u64,
+    verified: Verified,
 }
 
 impl LightClient {
@@ -84,6 +93,7 @@ impl LightClient {
             best,
             orphans: VecDeque::new(),
             retain,
+            verified: Verified::default(),
         }
     }
 
@@ -102,20 +112,21 @@ impl LightClient {
         self.headers.contains_key(hash)
     }
 
-    /// Best header and a few ancestors, for a sync request.
+    /// Best header and ancestors at exponentially spaced heights, for a sync request.
     pub fn locator(&self) -> Vec<Hash32> {
-        let mut out = vec![self.best];
+        let mut out = Vec::new();
         let mut at = self.best;
-        let mut step = 1;
+        let (mut walked, mut next) = (0u64, 0u64);
         while let Some(k) = self.headers.get(&at) {
-            for _ in 0..step {
-                at = k.header.previous_hash;
+            if walked == next {
+                out.push(at);
+                next = if out.len() < 8 { walked + 1 } else { walked * 2 };
             }
-            if !self.headers.contains_key(&at) || out.len() >= 20 {
+            if out.len() >= 32 || k.header.index == 0 {
                 break;
             }
-            out.push(at);
-            step *= 2;
+            at = k.header.previous_hash;
+            walked += 1;
         }
         out
     }
@@ -128,7 +139,7 @@ impl LightClient {
         }
         let Some(parent) = self.headers.get(&header.previous_hash) else {
             // Checked as far as it can be without the parent, so garbage is not kept.
-            crate::ledger::rules::check_detached(&self.genesis, &header)?;
+            check_detached_with(&self.genesis, &header, &mut self.verified)?;
             if !self.orphans.iter().any(|h| h.hash == header.hash) {
                 self.orphans.push_back(header);
                 if self.orphans.len() > MAX_ORPHANS {
@@ -137,7 +148,7 @@ impl LightClient {
             }
             return Ok(false);
         };
-        check_header(&self.genesis, &header, &parent.header)?;
+        check_header_with(&self.genesis, &header, &parent.header, &mut self.verified)?;
         let work = parent.work + self.genesis.consensus.weight(&header);
         let hash = header.hash;
         self.headers.insert(hash, Known { header, work });
@@ -225,6 +236,18 @@ pub struct Finality {
     next_request: u64,
     /// Who claimed the best head last (to ask when a header does not connect).
     best_node: Option<String>,
+    /// The best header or the candidates changed since the last `take_final`.
+    dirty: bool,
+    /// Released windows, still watched until buried deep: their tasks, the blocks holding
+    /// them, and when they were last re-issued.
+    watched: BTreeMap<u64, Watched>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    tasks: Vec<WindowTask>,
+    blocks: Vec<Hash32>,
+    reissued_ms: u64,
 }
 
 impl Finality {
@@ -238,6 +261,8 @@ impl Finality {
             sync: None,
             next_request: 0,
             best_node: None,
+            dirty: false,
+            watched: BTreeMap::new(),
         }
     }
 
@@ -252,7 +277,10 @@ impl Finality {
 
     fn offer(&mut self, header: Header, now_ms: u64, out: &mut Outcome) -> Result<(), BlockRefusal> {
         let index = header.index;
-        match self.light.offer(header) {
+        let best = self.light.best;
+        let offered = self.light.offer(header);
+        self.dirty |= self.light.best != best;
+        match offered {
             Ok(true) => Ok(()),
             Ok(false) => {
                 self.ask(now_ms, out);
@@ -299,6 +327,13 @@ impl Finality {
             }
         }
         self.offer(block.header(), now_ms, &mut out)?;
+        for r in &ours {
+            if let Some(w) = self.watched.get_mut(&r.window) {
+                if !w.blocks.contains(&block.hash) && w.blocks.len() < MAX_CANDIDATES {
+                    w.blocks.push(block.hash);
+                }
+            }
+        }
         for r in ours {
             if outbox.tasks(r.window).is_some() {
                 let light = &self.light;
@@ -312,6 +347,7 @@ impl Finality {
                         }
                     }
                     list.push(block.hash);
+                    self.dirty = true;
                 }
             }
         }
@@ -356,9 +392,12 @@ impl Finality {
             return Err(BlockRefusal::OtherChain(reply.chain.short()));
         }
         let more = reply.more && !reply.headers.is_empty();
+        let best = self.light.best;
         for header in reply.headers {
             let index = header.index;
-            match self.light.offer(header) {
+            let offered = self.light.offer(header);
+            self.dirty |= self.light.best != best;
+            match offered {
                 Ok(true) => {}
                 Ok(false) => return Ok(out),
                 Err(violation) => return Err(BlockRefusal::Rules { index, violation }),
@@ -371,19 +410,62 @@ impl Finality {
     }
 
     /// Windows now final, removed from the candidates (the caller commits them in the outbox).
+    /// They stay watched, in memory, until buried [`DEEP`]: see [`Finality::take_reissue`].
     pub fn take_final(&mut self, outbox: &impl Held) -> Vec<u64> {
         let mut done = Vec::new();
+        if !self.dirty {
+            return done;
+        }
+        let light = &self.light;
+        let watched = &mut self.watched;
         self.candidates.retain(|&window, blocks| {
-            if outbox.tasks(window).is_none() {
+            let Some(tasks) = outbox.tasks(window) else {
                 return false;
-            }
-            if blocks.iter().any(|h| self.light.is_final(h)) {
+            };
+            if blocks.iter().any(|h| light.is_final(h)) {
                 done.push(window);
+                if watched.len() < MAX_WATCHED {
+                    watched.insert(
+                        window,
+                        Watched {
+                            tasks: tasks.to_vec(),
+                            blocks: std::mem::take(blocks),
+                            reissued_ms: 0,
+                        },
+                    );
+                }
                 return false;
             }
             true
         });
         done
+    }
+
+    /// Released windows whose block left the best branch (a heavier branch without them came
+    /// in: a reorg past finality, possible under proof of work when most of the work was cut
+    /// off): their tasks, to publish again so that the nodes commit them anew. Windows buried
+    /// [`DEEP`] blocks are forgotten.
+    pub fn take_reissue(&mut self, now_ms: u64) -> Vec<Vec<WindowTask>> {
+        if !std::mem::take(&mut self.dirty) {
+            return Vec::new();
+        }
+        let light = &self.light;
+        let mut again = Vec::new();
+        self.watched.retain(|_, w| {
+            let depth = w.blocks.iter().filter_map(|h| light.confirmations(h)).max();
+            match depth {
+                Some(d) if d >= DEEP => false,
+                Some(_) => true,
+                None => {
+                    if now_ms >= w.reissued_ms + REISSUE_MS {
+                        w.reissued_ms = now_ms;
+                        again.push(w.tasks.clone());
+                    }
+                    true
+                }
+            }
+        });
+        again
     }
 }
 

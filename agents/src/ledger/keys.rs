@@ -194,13 +194,24 @@ fn scalar_is_canonical(s: &[u8]) -> bool {
     false
 }
 
+/// Whether the little-endian y of an encoded point (sign bit ignored) is below p = 2^255 − 19.
+fn y_is_canonical(point: &[u8; 32]) -> bool {
+    // y ≥ p means y ∈ [2^255 − 19, 2^255 − 1]: byte 0 ≥ 0xed, bytes 1..31 all 0xff, and the
+    // top byte 0x7f once the sign bit is cleared.
+    !(point[0] >= 0xed && point[1..31].iter().all(|&b| b == 0xff) && point[31] & 0x7f == 0x7f)
+}
+
 /// Verifies `signature` by `producer` over `message` with the chain's strict rule.
 pub fn verify(producer: &PublicKey, message: &[u8], signature: &SignatureBytes) -> bool {
+    // Canonical A: decoding then re-encoding gives the same bytes. Only y ≥ p breaks that
+    // (x = 0 with the sign bit set is y = ±1: small order, refused below), so the bytes tell.
+    if !y_is_canonical(&producer.0) {
+        return false;
+    }
     let Ok(key) = VerifyingKey::from_bytes(&producer.0) else {
         return false;
     };
-    // Canonical A: decoding then re-encoding gives the same bytes (y < p, no "negative zero").
-    if key.to_edwards().compress().to_bytes() != producer.0 || key.is_weak() {
+    if key.is_weak() {
         return false;
     }
     if !scalar_is_canonical(&signature.0[32..]) {
@@ -274,6 +285,29 @@ mod tests {
         big[0] = 0xee;
         big[31] = 0x7f;
         assert!(!verify(&PublicKey(big), msg, &sig));
+    }
+
+    #[test]
+    fn the_byte_check_of_y_agrees_with_decode_and_re_encode() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let mut cases: Vec<[u8; 32]> = (0..2000).map(|_| rng.random()).collect();
+        for low in 0xe0..=0xffu8 {
+            for top in [0x7f, 0xff] {
+                let mut p = [0xffu8; 32];
+                p[0] = low;
+                p[31] = top;
+                cases.push(p);
+            }
+        }
+        for p in cases {
+            if let Ok(k) = VerifyingKey::from_bytes(&p) {
+                let round_trips = k.to_edwards().compress().to_bytes() == p;
+                // A non-round-trip with a canonical y is x = 0 with the sign bit: small order.
+                assert!(round_trips || !y_is_canonical(&p) || k.is_weak(), "{p:02x?}");
+                assert!(!round_trips || y_is_canonical(&p), "{p:02x?}");
+            }
+        }
     }
 
     #[test]

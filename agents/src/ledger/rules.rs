@@ -183,6 +183,16 @@ pub fn check_genesis_block(genesis: &Genesis, block: &Block) -> Result<(), Viola
 
 /// Steps 2 and 4–10: everything a light client can check of `header` on `parent`.
 pub fn check_header(genesis: &Genesis, header: &Header, parent: &Header) -> Result<(), Violation> {
+    check_header_with(genesis, header, parent, &mut Verified::default())
+}
+
+/// [`check_header`] with a cache of verified signatures.
+pub fn check_header_with(
+    genesis: &Genesis,
+    header: &Header,
+    parent: &Header,
+    verified: &mut Verified,
+) -> Result<(), Violation> {
     let rules = &genesis.consensus;
     let expected = parent.index.saturating_add(1);
     if header.index != expected {
@@ -197,7 +207,7 @@ pub fn check_header(genesis: &Genesis, header: &Header, parent: &Header) -> Resu
             found: header.previous_hash,
         });
     }
-    check_detached(genesis, header)?;
+    check_detached_with(genesis, header, verified)?;
     rules.check_producer(header, parent).map_err(Violation::Mode)?;
     if header.timestamp < parent.timestamp {
         return Err(Violation::TimestampWentBack {
@@ -208,9 +218,41 @@ pub fn check_header(genesis: &Genesis, header: &Header, parent: &Header) -> Resu
     Ok(())
 }
 
+/// Signatures already verified — (block hash, signature) pairs — so that a block seen again (on
+/// the bus and in a sync reply, as a header and then as a block) costs no second verification.
+/// Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub struct Verified {
+    seen: HashSet<(Hash32, [u8; 64])>,
+}
+
+impl Verified {
+    const MAX: usize = 16_384;
+
+    fn verify(&mut self, genesis: &Genesis, header: &Header) -> bool {
+        let key = (header.hash, header.signature.0);
+        if self.seen.contains(&key) {
+            return true;
+        }
+        let ok = verify_block(&genesis.id(), &header.hash, &header.producer, &header.signature);
+        if ok {
+            if self.seen.len() >= Self::MAX {
+                self.seen.clear();
+            }
+            self.seen.insert(key);
+        }
+        ok
+    }
+}
+
 /// Steps 5–8 for a header whose parent is not known yet (an orphan): its hash, difficulty, work
 /// and signature. A block of another genesis fails here (its signature names another chain).
 pub fn check_detached(genesis: &Genesis, header: &Header) -> Result<(), Violation> {
+    check_detached_with(genesis, header, &mut Verified::default())
+}
+
+/// [`check_detached`] with a cache of verified signatures.
+pub fn check_detached_with(genesis: &Genesis, header: &Header, verified: &mut Verified) -> Result<(), Violation> {
     let rules = &genesis.consensus;
     let seal = rules.seal(header.consensus.as_ref()).map_err(Violation::Mode)?;
     let computed = header.computed_hash(&seal);
@@ -234,7 +276,7 @@ pub fn check_detached(genesis: &Genesis, header: &Header) -> Result<(), Violatio
             leading_zeros,
         });
     }
-    if !verify_block(&genesis.id(), &header.hash, &header.producer, &header.signature) {
+    if !verified.verify(genesis, header) {
         return Err(Violation::BadSignature);
     }
     Ok(())
@@ -248,7 +290,18 @@ pub fn check_block(
     parent: &Header,
     committed: impl Fn(&str, u64) -> Option<u64>,
 ) -> Result<(), Violation> {
-    check_header(genesis, &block.header(), parent)?;
+    check_block_with(genesis, block, parent, committed, &mut Verified::default())
+}
+
+/// [`check_block`] with a cache of verified signatures.
+pub fn check_block_with(
+    genesis: &Genesis,
+    block: &Block,
+    parent: &Header,
+    committed: impl Fn(&str, u64) -> Option<u64>,
+    verified: &mut Verified,
+) -> Result<(), Violation> {
+    check_header_with(genesis, &block.header(), parent, verified)?;
     check_records(genesis, block, committed)
 }
 

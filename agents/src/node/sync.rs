@@ -12,7 +12,6 @@ use tracing::{debug, info};
 
 use super::engine::{Action, Engine, Publication};
 use super::wire::{SyncKind, SyncReply, SyncRequest, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS_PER_REPLY};
-use crate::ledger::rules::check_header;
 use crate::ledger::store::{ChainLog, Status, StoreError};
 use crate::ledger::{Hash32, Header, Work};
 
@@ -259,7 +258,7 @@ impl<L: ChainLog> Engine<L> {
             if held.is_empty() {
                 work = self.store.work_of(&parent.hash).unwrap_or(0);
             }
-            if let Err(v) = check_header(self.store.genesis(), &header, &parent) {
+            if let Err(v) = self.store.check_header(&header, &parent) {
                 self.end_sync(Some(format!("header {}: {v}", header.index)), out);
                 return Ok(());
             }

@@ -21,7 +21,7 @@ use super::block::{Block, Header};
 use super::consensus::Work;
 use super::encoding::Hash32;
 use super::genesis::Genesis;
-use super::rules::{check_block, check_detached, check_genesis_block, Violation};
+use super::rules::{check_block, check_block_with, check_detached_with, check_genesis_block, check_header_with, Verified, Violation};
 use super::windows::WindowIndex;
 pub use log::{ChainLog, FileLog, MemLog, OpenReport};
 
@@ -190,6 +190,7 @@ pub struct ChainStore<L: ChainLog> {
     orphans: VecDeque<Block>,
     orphan_bytes: usize,
     limits: Limits,
+    verified: Verified,
 }
 
 impl ChainStore<FileLog> {
@@ -276,6 +277,7 @@ impl<L: ChainLog> ChainStore<L> {
             orphans: VecDeque::new(),
             orphan_bytes: 0,
             limits,
+            verified: Verified::default(),
         })
     }
 
@@ -440,7 +442,7 @@ impl<L: ChainLog> ChainStore<L> {
         let parent = block.previous_hash;
         if parent == self.head.hash {
             let windows = &self.windows;
-            if let Err(v) = check_block(&self.genesis, &block, &self.head, |c, w| windows.get(c, w)) {
+            if let Err(v) = check_block_with(&self.genesis, &block, &self.head, |c, w| windows.get(c, w), &mut self.verified) {
                 return Ok(Status::Invalid(v));
             }
             self.log.append(std::slice::from_ref(&block))?;
@@ -459,7 +461,7 @@ impl<L: ChainLog> ChainStore<L> {
             }
             // Only what can be checked without the parent, but that much: a block of another
             // genesis or without its work is refused here, not kept.
-            if let Err(v) = check_detached(&self.genesis, &block.header()) {
+            if let Err(v) = check_detached_with(&self.genesis, &block.header(), &mut self.verified) {
                 return Ok(Status::Invalid(v));
             }
             self.keep_orphan(block);
@@ -479,7 +481,7 @@ impl<L: ChainLog> ChainStore<L> {
                 .filter(|b| *b <= fork)
                 .or_else(|| on_branch.get(&(c, w)).copied())
         };
-        if let Err(v) = check_block(&self.genesis, &block, &parent_header, committed) {
+        if let Err(v) = check_block_with(&self.genesis, &block, &parent_header, committed, &mut self.verified) {
             return Ok(Status::Invalid(v));
         }
         drop(on_branch);
@@ -620,6 +622,12 @@ impl<L: ChainLog> ChainStore<L> {
                 None => break,
             }
         }
+    }
+
+    /// Checks `header` on `parent` by the rules (for sync), sharing the store's cache of
+    /// verified signatures so the block that follows is not verified again.
+    pub fn check_header(&mut self, header: &Header, parent: &Header) -> Result<(), Violation> {
+        check_header_with(&self.genesis, header, parent, &mut self.verified)
     }
 
     /// The main-chain headers from `from` on, at most `count`.
