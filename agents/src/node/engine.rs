@@ -18,6 +18,28 @@ use crate::ledger::store::{ChainLog, ChainStore, Change, Insert, Status, StoreEr
 use crate::ledger::{Block, BlockTemplate, Hash32, Header, NodeKey, Record, Timestamp, Violation, Work};
 use crate::messages::Average;
 
+/// The first bytes of a block's JSON, for a dead letter (without serialising all of it).
+fn json_head(block: &Block) -> Vec<u8> {
+    struct Head(Vec<u8>);
+    impl std::io::Write for Head {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = crate::messages::DEADLETTER_HEAD_BYTES.saturating_sub(self.0.len());
+            if room == 0 {
+                return Err(std::io::Error::other("enough"));
+            }
+            let n = buf.len().min(room);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut head = Head(Vec::new());
+    let _ = serde_json::to_writer(&mut head, block);
+    head.0
+}
+
 /// Tunables of the engine (part of [`NodeConfig`](super::NodeConfig)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -378,7 +400,7 @@ impl<L: ChainLog> Engine<L> {
                     }
                 }
                 let reason = format!("block {}: {v}", hash.short());
-                let payload = copy.map(|b| b.to_json().into_bytes()).unwrap_or_default();
+                let payload = copy.map(|b| json_head(&b)).unwrap_or_default();
                 self.reject("block", &reason, &payload, out);
             }
             Status::Orphan => {
@@ -436,7 +458,6 @@ impl<L: ChainLog> Engine<L> {
         for change in insert.changes {
             match change {
                 Change::Extended(block) => {
-                    if std::env::var_os("WATTCHAIN_SIM_TRACE").is_some() && !block.records().is_empty() { eprintln!("t={} {} main+ #{} {} {:?}", self.now_ms % 100_000, self.id, block.index, block.hash.short(), block.records().iter().map(|r| format!("{}#{}", r.cabinet, r.window)).collect::<Vec<_>>()); }
                     self.committed(&block);
                     let mined = mined == Some(block.hash);
                     out.push(Action::Report(Report::Appended { block, mined }));
@@ -454,7 +475,6 @@ impl<L: ChainLog> Engine<L> {
                         added: added.len() as u64,
                     }));
                     for block in &added {
-                        if std::env::var_os("WATTCHAIN_SIM_TRACE").is_some() && !block.records().is_empty() { eprintln!("t={} {} reorg+ #{} {} {:?}", self.now_ms % 100_000, self.id, block.index, block.hash.short(), block.records().iter().map(|r| format!("{}#{}", r.cabinet, r.window)).collect::<Vec<_>>()); }
                         self.committed(block);
                     }
                     // Orphaned records go back to the pending pool unless the new branch has them.
@@ -463,7 +483,6 @@ impl<L: ChainLog> Engine<L> {
                         .flat_map(|b| b.records().iter().cloned())
                         .filter(|r| self.store.committed_in(&r.cabinet, r.window).is_none())
                         .collect();
-                    if std::env::var_os("WATTCHAIN_SIM_TRACE").is_some() { eprintln!("t={} {} reorg fork {fork} removed {:?} back {:?}", self.now_ms % 100_000, self.id, removed.iter().map(|b| (b.index, b.hash.short(), b.records().len())).collect::<Vec<_>>(), back.iter().map(|r| format!("{}#{}", r.cabinet, r.window)).collect::<Vec<_>>()); }
                     self.pending.restore(back);
                     for block in added {
                         out.push(Action::Report(Report::Appended { block, mined: false }));
@@ -564,7 +583,6 @@ impl<L: ChainLog> Engine<L> {
         let id = self.next_job;
         self.next_job += 1;
         debug!(node = %self.id, job = id, index = template.index, records = records.len(), "mining");
-        if std::env::var_os("WATTCHAIN_SIM_TRACE").is_some() { eprintln!("{} mine #{} {:?}", self.id, template.index, records.iter().map(|r| format!("{}#{}", r.cabinet, r.window)).collect::<Vec<_>>()); }
         self.job = Some(Job {
             id,
             parent: head.hash,

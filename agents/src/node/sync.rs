@@ -69,7 +69,6 @@ impl<L: ChainLog> Engine<L> {
             return;
         }
         info!(node = %self.id, peer, "syncing: asking for headers");
-        if std::env::var_os("WATTCHAIN_SIM_TRACE").is_some() { eprintln!("t={} {} sync start from {peer} claimed {claimed} ours {}", self.now_ms % 1_000_000, self.id, self.store.work()); }
         self.syncer.session = Some(Session {
             peer: peer.to_owned(),
             request: 0,
@@ -131,7 +130,6 @@ impl<L: ChainLog> Engine<L> {
         let Some(session) = self.syncer.session.take() else {
             return;
         };
-        if std::env::var_os("WATTCHAIN_SIM_TRACE").is_some() { eprintln!("t={} {} sync end with {} lie {lie:?} work {}", self.now_ms % 1_000_000, self.id, session.peer, self.store.work()); }
         if let Some(reason) = lie {
             self.syncer
                 .penalties
