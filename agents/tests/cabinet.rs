@@ -30,13 +30,13 @@ async fn published_quadruplets_follow_the_physics_of_r_rl_and_rc_loads() {
     // (loads switched on, what the physics says about reactive power)
     type Case = (&'static [usize], fn(f64) -> bool);
     let cases: [Case; 3] = [
-        (&[0, 2], |pr| (pr - -6.0).abs() < 0.01), // pure R: only the no-load offset
-        (&[3], |pr| pr > 100.0),                  // R-L: inductive, positive
-        (&[5], |pr| pr < -100.0),                 // R-C: capacitive, negative
+        (&[1, 3], |pr| (pr - -6.0).abs() < 0.01), // pure R: only the no-load offset
+        (&[4], |pr| pr > 100.0),                  // R-L: inductive, positive
+        (&[6], |pr| pr < -100.0),                 // R-C: capacitive, negative
     ];
     for (loads, pr_sign) in cases {
-        for k in 0..7 {
-            sim.sim.set_load(k, loads.contains(&k)).unwrap();
+        for load in 1..=7 {
+            sim.sim.set_load(load, loads.contains(&load)).unwrap();
         }
         let expected = sim.sim.expected();
         // Only quads read after the switch count: wait for the first one that matches.
@@ -65,7 +65,7 @@ async fn windows_hold_exactly_their_quads_and_ids_continue_across_a_restart() {
     let broker = TestBroker::embedded().await;
     let url = broker.url();
     let sim = TestSim::start(true, 2).await;
-    sim.sim.set_load(1, true).unwrap();
+    sim.sim.set_load(2, true).unwrap();
     let rec = Recorder::start(&url, "rec-windows").await;
     let dir = tempfile::tempdir().unwrap();
 
