@@ -49,7 +49,12 @@ impl AveragerConfig {
     /// Checks every value before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_id(&self.id)?;
-        config::within("quantities", self.quantities.len(), 1..=4, ": serve U, I, PA or PR")?;
+        config::within(
+            "quantities",
+            self.quantities.len(),
+            1..=4,
+            ": serve U, I, PA or PR",
+        )?;
         config::within("max-payload", self.max_payload, 1..=256 << 20, "")?;
         config::at_most_max("delay", self.delay)
     }

@@ -108,7 +108,12 @@ mod tests {
         );
         let long = positive("period", MAX_DURATION + Duration::from_secs(1)).unwrap_err();
         assert!(long.to_string().contains("--period"), "{long}");
-        let e = within("window", 10_001, 1..=10_000, ": a task holds at most 10000 values");
+        let e = within(
+            "window",
+            10_001,
+            1..=10_000,
+            ": a task holds at most 10000 values",
+        );
         assert_eq!(
             e.unwrap_err().to_string(),
             "--window must be 1..=10000, not 10001: a task holds at most 10000 values"

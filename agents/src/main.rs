@@ -380,7 +380,10 @@ async fn run_forget(
     let cleared = cabinet::forget::forget(&options, &ha, id, wait)
         .await
         .with_context(|| format!("forgetting cabinet {id}"))?;
-    out!("cabinet {id} forgotten: {} retained topics cleared", cleared.len());
+    out!(
+        "cabinet {id} forgotten: {} retained topics cleared",
+        cleared.len()
+    );
     for topic in cleared {
         out!("  {topic}");
     }

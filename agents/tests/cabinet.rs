@@ -268,7 +268,10 @@ async fn a_window_is_republished_when_its_deadline_passes_and_a_committed_one_ne
     );
     stop.cancel();
     let stats = agent.await.unwrap().unwrap();
-    assert_eq!((stats.windows, stats.committed, stats.republished), (2, 1, 1));
+    assert_eq!(
+        (stats.windows, stats.committed, stats.republished),
+        (2, 1, 1)
+    );
 }
 
 /// A restart re-publishes, at once, every window its journal still holds, and only those.
@@ -291,7 +294,8 @@ async fn uncommitted_windows_are_republished_at_once_after_a_restart() {
     // Cut the cabinet off its PLC: no new window, so the outbox count only moves on commits.
     sim.stop.cancel();
     rec.wait_until("the PLC unreachable", |s| {
-        s.last_status(&status).is_some_and(|v| v["modbus"] == "error")
+        s.last_status(&status)
+            .is_some_and(|v| v["modbus"] == "error")
     })
     .await;
     let held = rec.with(|s| outbox(s)).unwrap();
@@ -310,9 +314,8 @@ async fn uncommitted_windows_are_republished_at_once_after_a_restart() {
         .await;
     agent.stop().await.unwrap();
     rec.wait_until("offline status on a clean stop", |s| {
-        s.last_status(&status).is_some_and(|v| {
-            v["state"] == "offline" && v["outbox"].as_u64() == Some(held - 1)
-        })
+        s.last_status(&status)
+            .is_some_and(|v| v["state"] == "offline" && v["outbox"].as_u64() == Some(held - 1))
     })
     .await;
 

@@ -230,15 +230,27 @@ fn zero_periods_oversized_windows_and_broker_urls_that_are_not_urls_are_refused_
             .collect()
     };
     let up = |extra: &[&str]| -> Vec<String> {
-        ["up", "--listen", "127.0.0.1:0", "--data-dir", dir_arg.as_str()]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir_arg.as_str(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
     };
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (cabinet(&["--period", "0s"]), "--period must be greater than zero"),
-        (up(&["--period", "0s"]), "--period must be greater than zero"),
+        (
+            cabinet(&["--period", "0s"]),
+            "--period must be greater than zero",
+        ),
+        (
+            up(&["--period", "0s"]),
+            "--period must be greater than zero",
+        ),
         (
             cabinet(&["--window", "10001"]),
             "--window must be 1..=10000, not 10001",
@@ -264,10 +276,7 @@ fn zero_periods_oversized_windows_and_broker_urls_that_are_not_urls_are_refused_
         ),
     ];
     for (args, expect) in cases {
-        let out = wattchain()
-            .args(&args)
-            .output()
-            .expect("wattchain runs");
+        let out = wattchain().args(&args).output().expect("wattchain runs");
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(text(&out).contains(expect), "{args:?}: {}", text(&out));
         assert!(
@@ -363,7 +372,10 @@ fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
         first_warning(Proc::spawn(&mut cmd))
     };
     let coloured = on_tty(None);
-    assert!(coloured.contains("\x1b["), "no colour on a terminal: {coloured:?}");
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal: {coloured:?}"
+    );
     let plain = on_tty(Some("1"));
     assert!(!plain.contains('\x1b'), "NO_COLOR ignored: {plain:?}");
 }

@@ -136,8 +136,7 @@ fn allowed_state_classes(class: Option<&str>) -> &'static [Option<&'static str>]
 
 fn is_id(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -155,16 +154,25 @@ fn check_rules(prefix: &str, topic: &str, config: &Json) {
     );
     let map = config.as_object().expect("a JSON dictionary");
     for key in map.keys() {
-        assert!(SENSOR_KEYS.contains(&key.as_str()), "{topic}: unknown key {key}");
+        assert!(
+            SENSOR_KEYS.contains(&key.as_str()),
+            "{topic}: unknown key {key}"
+        );
     }
-    assert!(config["state_topic"].is_string(), "{topic}: state_topic is required");
+    assert!(
+        config["state_topic"].is_string(),
+        "{topic}: state_topic is required"
+    );
     assert!(
         config["unique_id"].as_str().is_some_and(|u| !u.is_empty()),
         "{topic}: device works only with a unique_id"
     );
     let device = config["device"].as_object().expect("a device mapping");
     for key in device.keys() {
-        assert!(DEVICE_KEYS.contains(&key.as_str()), "{topic}: device key {key}");
+        assert!(
+            DEVICE_KEYS.contains(&key.as_str()),
+            "{topic}: device key {key}"
+        );
     }
     assert!(
         device["identifiers"]
@@ -177,9 +185,15 @@ fn check_rules(prefix: &str, topic: &str, config: &Json) {
     }
     let origin = config["origin"].as_object().expect("an origin mapping");
     for key in origin.keys() {
-        assert!(ORIGIN_KEYS.contains(&key.as_str()), "{topic}: origin key {key}");
+        assert!(
+            ORIGIN_KEYS.contains(&key.as_str()),
+            "{topic}: origin key {key}"
+        );
     }
-    assert!(origin["name"].is_string(), "{topic}: origin name is required");
+    assert!(
+        origin["name"].is_string(),
+        "{topic}: origin name is required"
+    );
     let class = config["device_class"].as_str();
     let unit = config["unit_of_measurement"].as_str();
     let state_class = config["state_class"].as_str();
@@ -386,7 +400,9 @@ fn every_template_renders_real_payloads_to_what_home_assistant_expects() {
             assert_eq!(c.state_topic, topics.energy("c1"));
             render(&c.value_template, &energy)
         };
-        let value: f64 = state.parse().unwrap_or_else(|_| panic!("{state:?} is a number"));
+        let value: f64 = state
+            .parse()
+            .unwrap_or_else(|_| panic!("{state:?} is a number"));
         let expected = match c.unit_of_measurement.as_deref() {
             Some("V") => q.u,
             Some("A") => q.i,
@@ -422,8 +438,16 @@ fn every_template_renders_real_payloads_to_what_home_assistant_expects() {
     .seal(7);
     let head = block.to_json();
     let head_json: Json = serde_json::from_str(&head).unwrap();
-    let online = text(&AgentStatus::new(Presence::Online, "publisher", "publisher"));
-    let offline = text(&AgentStatus::new(Presence::Offline, "publisher", "publisher"));
+    let online = text(&AgentStatus::new(
+        Presence::Online,
+        "publisher",
+        "publisher",
+    ));
+    let offline = text(&AgentStatus::new(
+        Presence::Offline,
+        "publisher",
+        "publisher",
+    ));
     let ledger = ha::ledger_entities(&ha, &topics, "publisher");
     assert_eq!(ledger.len(), 2);
     for d in &ledger {
@@ -446,7 +470,10 @@ fn every_template_renders_real_payloads_to_what_home_assistant_expects() {
 #[test]
 fn home_assistants_as_datetime_is_reproduced_for_whole_seconds_and_epochs() {
     assert_eq!(
-        render("{{ as_datetime(value_json.t) }}", r#"{"t":"2026-11-21T10:15:31.000Z"}"#),
+        render(
+            "{{ as_datetime(value_json.t) }}",
+            r#"{"t":"2026-11-21T10:15:31.000Z"}"#
+        ),
         "2026-11-21 10:15:31+00:00"
     );
     assert_eq!(
@@ -501,12 +528,24 @@ async fn retained(url: &BrokerUrl, filter: &str) -> BTreeMap<String, String> {
 }
 
 /// `wattchain cabinet` against `broker` and `sim`, fast, with extra flags.
-fn cabinet(broker: &BrokerUrl, sim: std::net::SocketAddr, dir: &std::path::Path, extra: &[&str]) -> Proc {
+fn cabinet(
+    broker: &BrokerUrl,
+    sim: std::net::SocketAddr,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Proc {
     Proc::spawn(
         wattchain()
             .args(["cabinet", "--broker", &broker.to_string()])
             .args(["--modbus", &sim.to_string(), "--id", "c1"])
-            .args(["--period", "50ms", "--window", "4", "--energy-every", "150ms"])
+            .args([
+                "--period",
+                "50ms",
+                "--window",
+                "4",
+                "--energy-every",
+                "150ms",
+            ])
             .arg("--data-dir")
             .arg(dir)
             .args(extra),
@@ -541,12 +580,15 @@ fn subscribed(port: u16) -> Proc {
         .unwrap();
     assert!(marker.success());
     let sub = mosquitto_sub(port, &["#"]);
-    sub.line("the marker", |l| parse_sub_line(l).1 == "wattchain-test/ready");
+    sub.line("the marker", |l| {
+        parse_sub_line(l).1 == "wattchain-test/ready"
+    });
     sub
 }
 
 #[test]
-fn discovery_is_retained_sent_again_when_home_assistant_comes_online_and_removed_by_off_and_forget() {
+fn discovery_is_retained_sent_again_when_home_assistant_comes_online_and_removed_by_off_and_forget()
+{
     let rt = tokio::runtime::Runtime::new().unwrap();
     let broker = rt.block_on(TestBroker::embedded());
     let sim = rt.block_on(TestSim::start(true, 11));
@@ -568,12 +610,22 @@ fn discovery_is_retained_sent_again_when_home_assistant_comes_online_and_removed
         let (_, topic, payload) = parse_sub_line(l);
         topic == status && payload == r#"{"cabinet":"c1","state":"online"}"#
     });
-    until_each(&watch, &config_topics, "the five discovery configs", |p| !p.is_empty());
+    until_each(&watch, &config_topics, "the five discovery configs", |p| {
+        !p.is_empty()
+    });
 
     // Retained: a subscriber arriving now gets them at once, flagged retained.
     let retained_sub = std::process::Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &url.port.to_string()])
-        .args(["-t", "homeassistant/#", "--retained-only", "-C", "5", "-W", "20"])
+        .args([
+            "-t",
+            "homeassistant/#",
+            "--retained-only",
+            "-C",
+            "5",
+            "-W",
+            "20",
+        ])
         .args(["-F", "%r|%t|%p"])
         .output()
         .unwrap();
@@ -607,9 +659,12 @@ fn discovery_is_retained_sent_again_when_home_assistant_comes_online_and_removed
         .status()
         .unwrap();
     assert!(birth.success());
-    until_each(&watch, &config_topics, "the configs again after the birth message", |p| {
-        !p.is_empty()
-    });
+    until_each(
+        &watch,
+        &config_topics,
+        "the configs again after the birth message",
+        |p| !p.is_empty(),
+    );
 
     // `--ha-discovery off` removes them: empty retained payloads, nothing left retained.
     assert!(agent.terminate().success());
@@ -620,17 +675,39 @@ fn discovery_is_retained_sent_again_when_home_assistant_comes_online_and_removed
 
     // Back on, then decommissioned with `wattchain cabinet forget`.
     let mut on = cabinet(&url, sim.addr, data.path(), &[]);
-    until_each(&watch, &config_topics, "the configs back", |p| !p.is_empty());
+    until_each(&watch, &config_topics, "the configs back", |p| {
+        !p.is_empty()
+    });
     assert!(on.terminate().success());
     let forget = wattchain()
-        .args(["cabinet", "forget", "--id", "c1", "--broker", &url.to_string()])
+        .args([
+            "cabinet",
+            "forget",
+            "--id",
+            "c1",
+            "--broker",
+            &url.to_string(),
+        ])
         .output()
         .unwrap();
-    assert!(forget.status.success(), "{}", String::from_utf8_lossy(&forget.stderr));
+    assert!(
+        forget.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forget.stderr)
+    );
     let listed = String::from_utf8_lossy(&forget.stdout);
     assert!(listed.contains("wattchain/cabinet/c1/status"), "{listed}");
-    until_each(&watch, &config_topics, "the configs cleared by forget", str::is_empty);
-    for filter in ["homeassistant/#", "wattchain/cabinet/c1/#", "wattchain/agent/cabinet-c1/status"] {
+    until_each(
+        &watch,
+        &config_topics,
+        "the configs cleared by forget",
+        str::is_empty,
+    );
+    for filter in [
+        "homeassistant/#",
+        "wattchain/cabinet/c1/#",
+        "wattchain/agent/cabinet-c1/status",
+    ] {
         let left = rt.block_on(retained(&url, filter));
         assert!(left.is_empty(), "{filter} still holds {left:?}");
     }
@@ -645,15 +722,28 @@ fn the_publisher_announces_the_ledger_device_on_the_retained_head() {
     let data = tempfile::tempdir().unwrap();
     let mut publisher = Proc::spawn(
         wattchain()
-            .args(["publisher", "--broker", &url.to_string(), "--difficulty", "4"])
+            .args([
+                "publisher",
+                "--broker",
+                &url.to_string(),
+                "--difficulty",
+                "4",
+            ])
             .arg("--data-dir")
             .arg(data.path()),
     );
-    let watch = mosquitto_sub(url.port, &["homeassistant/sensor/wattchain_ledger/+/config", "wattchain/ledger/head"]);
+    let watch = mosquitto_sub(
+        url.port,
+        &[
+            "homeassistant/sensor/wattchain_ledger/+/config",
+            "wattchain/ledger/head",
+        ],
+    );
     let mut configs = BTreeMap::new();
     let mut head = None;
     while configs.len() < 2 || head.is_none() {
-        let (_, topic, payload) = parse_sub_line(&watch.line("ledger configs and the head", |_| true));
+        let (_, topic, payload) =
+            parse_sub_line(&watch.line("ledger configs and the head", |_| true));
         if topic == "wattchain/ledger/head" {
             head = Some(payload);
         } else {
@@ -687,7 +777,8 @@ fn the_energy_total_continues_after_kill_9_and_never_decreases() {
     let energy_topic = Topics::default().energy("c1");
     let watch = mosquitto_sub(url.port, &[&energy_topic]);
     let total = |line: &str| -> f64 {
-        let total: EnergyTotal = serde_json::from_str(&parse_sub_line(line).2).expect("an energy total");
+        let total: EnergyTotal =
+            serde_json::from_str(&parse_sub_line(line).2).expect("an energy total");
         total.energy_kwh
     };
     let mut values = Vec::new();
@@ -702,7 +793,9 @@ fn the_energy_total_continues_after_kill_9_and_never_decreases() {
     let mut again = cabinet(&url, sim.addr, data.path(), &[]);
     let mut after = Vec::new();
     while after.last().is_none_or(|v| *v <= before) {
-        after.push(total(&watch.line("an energy total after the restart", |_| true)));
+        after.push(total(
+            &watch.line("an energy total after the restart", |_| true),
+        ));
     }
     let all: Vec<f64> = values.iter().chain(&after).copied().collect();
     assert!(

@@ -75,13 +75,14 @@ async fn an_async_shutdown_cancels_mining_in_spawn_blocking() {
 /// kernel's CPU flags (`/proc/cpuinfo`, which also drops AVX-512 when the OS does not save its
 /// registers), else std's run-time detection. The portable engine runs everywhere.
 fn cpu_engines() -> Vec<Engine> {
-    let flags: Option<Vec<String>> = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("flags"))
-                .map(|l| l.split_whitespace().map(str::to_string).collect())
-        });
+    let flags: Option<Vec<String>> =
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("flags"))
+                    .map(|l| l.split_whitespace().map(str::to_string).collect())
+            });
     let has = |flag: &str| match &flags {
         Some(flags) => flags.iter().any(|f| f == flag),
         #[cfg(target_arch = "x86_64")]
@@ -170,9 +171,7 @@ fn every_engine_matches_sha2_on_100k_random_prefixes_and_nonces() {
     println!("hashed per engine: {exercised:?}");
     for engine in cpu_engines() {
         assert!(
-            exercised
-                .iter()
-                .any(|&(e, n)| e == engine && n >= 100_000),
+            exercised.iter().any(|&(e, n)| e == engine && n >= 100_000),
             "{engine} was not exercised: {exercised:?}"
         );
     }

@@ -103,7 +103,10 @@ async fn switching_a_load_the_cabinet_does_not_have_is_refused_without_io() {
         matches!(err, ModbusError::Switch(_)) && !err.needs_reconnect(),
         "{err}"
     );
-    let err = cabinet.set_load(0, true).await.expect_err("loads start at 1");
+    let err = cabinet
+        .set_load(0, true)
+        .await
+        .expect_err("loads start at 1");
     assert!(err.to_string().contains("1..=7"), "{err}");
     let err = cabinet.set_source(3).await.expect_err("no source 3");
     assert!(matches!(err, ModbusError::Switch(_)), "{err}");

@@ -346,7 +346,11 @@ mod tests {
         assert!(base.validate().is_ok());
         let mut o = base.clone();
         o.keep_alive = Duration::from_millis(500);
-        assert!(o.validate().unwrap_err().to_string().contains("--keep-alive"));
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--keep-alive"));
         let mut o = base.clone();
         o.queue = 0;
         assert!(o.validate().unwrap_err().to_string().contains("--queue"));

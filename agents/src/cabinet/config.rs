@@ -9,7 +9,9 @@ use super::source::SourceConfig;
 use crate::bus::{BusOptions, Presence as BusPresence, QoS};
 use crate::config::{self, ConfigError};
 use crate::ha::HaConfig;
-use crate::messages::{encode, now_ts, CabinetPresence, CabinetStatus, Presence, MAX_WINDOW_VALUES};
+use crate::messages::{
+    encode, now_ts, CabinetPresence, CabinetStatus, Presence, MAX_WINDOW_VALUES,
+};
 use crate::regmap::RegisterMap;
 use crate::topics::{check_id, Topics};
 

@@ -45,9 +45,7 @@ pub enum EnergyError {
         source: std::io::Error,
     },
     /// The file exists but is not a saved total: it was damaged (writes are atomic).
-    #[error(
-        "energy file {path} is damaged ({reason}); move it away to start the total from zero"
-    )]
+    #[error("energy file {path} is damaged ({reason}); move it away to start the total from zero")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -201,15 +199,26 @@ mod tests {
         for s in 0..=3600 {
             meter.add(t0 + SECOND * s, 1000.0);
         }
-        assert!((meter.total_kwh() - 1.0).abs() < 1e-9, "{}", meter.total_kwh());
-        assert_eq!(meter.message("c1").energy_kwh, 0.0, "published only once saved");
+        assert!(
+            (meter.total_kwh() - 1.0).abs() < 1e-9,
+            "{}",
+            meter.total_kwh()
+        );
+        assert_eq!(
+            meter.message("c1").energy_kwh,
+            0.0,
+            "published only once saved"
+        );
         meter.save().await.unwrap();
         assert!((meter.message("c1").energy_kwh - 1.0).abs() < 1e-9);
         let since = meter.message("c1").since;
         drop(meter);
 
         let mut again = EnergyMeter::open(dir.path(), SECOND).unwrap();
-        assert!((again.total_kwh() - 1.0).abs() < 1e-9, "continues after a restart");
+        assert!(
+            (again.total_kwh() - 1.0).abs() < 1e-9,
+            "continues after a restart"
+        );
         assert_eq!(again.message("c1").since, since);
         // The first reading after a restart starts a new interval: nothing is added for the
         // time the agent was away.
@@ -245,7 +254,11 @@ mod tests {
     #[test]
     fn a_damaged_file_is_refused_by_name_instead_of_restarting_from_zero() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(ENERGY_FILE), b"{\"energy_wh\":12.5,\"since\"").unwrap();
+        fs::write(
+            dir.path().join(ENERGY_FILE),
+            b"{\"energy_wh\":12.5,\"since\"",
+        )
+        .unwrap();
         let err = EnergyMeter::open(dir.path(), SECOND).unwrap_err();
         assert!(matches!(err, EnergyError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains(ENERGY_FILE), "{err}");
