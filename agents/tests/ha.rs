@@ -808,3 +808,141 @@ fn the_energy_total_continues_after_kill_9_and_never_decreases() {
     assert!(saved["energy_wh"].as_f64().unwrap() / 1000.0 >= *after.last().unwrap());
     rt.block_on(broker.stop());
 }
+
+/// With the example users file, each role may do what discovery needs: the cabinet publish its
+/// configs and energy total and hear Home Assistant's birth message, the publisher its ledger
+/// configs, Home Assistant connect with its will and announce itself. (MQTT 3.1.1 clients are
+/// disconnected on a refused publish, so a missing grant would show as configs never retained
+/// or never sent again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_users_file_lets_cabinet_publisher_and_home_assistant_do_discovery() {
+    use tokio_util::sync::CancellationToken;
+    use wattchain::bus::{Bus, BusOptions};
+    use wattchain::cabinet::{self, CabinetConfig, SourceConfig, SyntheticConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../broker/config/users.example.toml"
+    );
+    let hash = wattchain_broker::hash_password("secret").unwrap();
+    let users = std::fs::read_to_string(example).unwrap().replace(
+        "REPLACE with the output of: wattchain broker hash-password",
+        &hash,
+    );
+    std::fs::write(dir.path().join("users.toml"), users).unwrap();
+    let broker = wattchain_broker::start(wattchain_broker::BrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        users_file: Some(dir.path().join("users.toml")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url: BrokerUrl = broker.url().parse().unwrap();
+    let login = |id: &str, role: &str, user: &str| {
+        let mut o = BusOptions::new(url.clone(), id, role);
+        o.username = Some(user.to_string());
+        o.password = Some("secret".to_string());
+        o
+    };
+
+    // Home Assistant: its will and birth on homeassistant/status, everything it reads.
+    let mut o = MqttOptions::new("home-assistant", url.host.clone(), url.port);
+    o.set_credentials("homeassistant", "secret");
+    o.set_last_will(rumqttc::LastWill::new(
+        "homeassistant/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (ha_client, mut ha_events) = AsyncClient::new(o, 64);
+    ha_client
+        .subscribe_many([
+            rumqttc::SubscribeFilter::new("homeassistant/#".into(), QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new("wattchain/cabinet/c1/energy".into(), QoS::AtLeastOnce),
+        ])
+        .await
+        .unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let ha_task = tokio::spawn(async move {
+        loop {
+            match ha_events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = seen_tx.send((p.topic, p.payload));
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = seen_tx.send(("suback".into(), Default::default()));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("Home Assistant's session failed: {e}"),
+            }
+        }
+    });
+    async fn next(
+        seen: &mut tokio::sync::mpsc::UnboundedReceiver<(String, bytes::Bytes)>,
+        what: &str,
+    ) -> (String, bytes::Bytes) {
+        tokio::time::timeout(WAIT, seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what} within {WAIT:?}"))
+            .expect("Home Assistant's session is up")
+    }
+    assert_eq!(next(&mut seen, "the subscription").await.0, "suback");
+
+    let ha = HaConfig::default();
+    let topics = Topics::default();
+    let config = CabinetConfig {
+        period: Duration::from_millis(50),
+        energy_every: Duration::from_millis(100),
+        source: SourceConfig::Synthetic(SyntheticConfig::new(20.0, None)),
+        ..CabinetConfig::new("c1", "127.0.0.1:9".parse().unwrap(), dir.path().join("c1"))
+    };
+    let base = login(&config.agent_id(), cabinet::ROLE, "cabinet-c1");
+    let status_bus = Bus::connect(config.status_bus_options(&base), vec![]).unwrap();
+    let bus = Bus::connect(base, config.subscriptions()).unwrap();
+    let stop = CancellationToken::new();
+    let cabinet_task = tokio::spawn(cabinet::run(config, bus, status_bus, stop.clone()));
+    let mut publisher_options = login("publisher", "publisher", "publisher");
+    publisher_options.republish_on = ha.birth();
+    let publisher = Bus::connect(publisher_options, vec![]).unwrap();
+    ha::announce(
+        &publisher.outlet(),
+        &ha,
+        &ha::ledger_entities(&ha, &topics, "publisher"),
+    );
+
+    let mut expected: HashSet<String> = ha::cabinet_entities(&ha, &topics, "c1")
+        .into_iter()
+        .chain(ha::ledger_entities(&ha, &topics, "publisher"))
+        .map(|d| d.topic)
+        .collect();
+    let all = expected.clone();
+    let mut energy = false;
+    while !expected.is_empty() || !energy {
+        let (topic, payload) = next(&mut seen, "every config and an energy total").await;
+        energy |= topic == topics.energy("c1") && !payload.is_empty();
+        expected.remove(&topic);
+    }
+    ha_client
+        .publish("homeassistant/status", QoS::AtLeastOnce, true, "online")
+        .await
+        .unwrap();
+    while next(&mut seen, "Home Assistant's own birth message")
+        .await
+        .0
+        != "homeassistant/status"
+    {}
+    let mut again = all;
+    while !again.is_empty() {
+        let (topic, payload) = next(&mut seen, "every config again after the birth").await;
+        if !payload.is_empty() {
+            again.remove(&topic);
+        }
+    }
+
+    stop.cancel();
+    cabinet_task.await.unwrap().unwrap();
+    publisher.close().await;
+    ha_task.abort();
+    broker.shutdown().await;
+}
