@@ -274,6 +274,18 @@ fn zero_periods_oversized_windows_and_broker_urls_that_are_not_urls_are_refused_
             vec!["averager".into(), "--broker".into(), "not a url".into()],
             "not a host name",
         ),
+        (
+            ["bench", "modbus", "--period", "0s"]
+                .map(String::from)
+                .to_vec(),
+            "--period must be greater than zero",
+        ),
+        (
+            ["bench", "pipeline", "--tick", "0s"]
+                .map(String::from)
+                .to_vec(),
+            "--tick must be greater than zero",
+        ),
     ];
     for (args, expect) in cases {
         let out = wattchain().args(&args).output().expect("wattchain runs");
