@@ -157,7 +157,7 @@ pub struct BusOptions {
     pub presence: Presence,
     /// A message (topic, exact payload) on which the session publishes its retained state
     /// again, as it does after every connection: Home Assistant's birth message
-    /// (`homeassistant/status` = `online`). The message is not handed to the agent.
+    /// (`homeassistant/status` = `online`). Nothing on that topic is handed to the agent.
     pub republish_on: Option<(String, Vec<u8>)>,
 }
 

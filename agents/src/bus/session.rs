@@ -87,10 +87,15 @@ impl Session {
                     if self
                         .republish_on
                         .as_ref()
-                        .is_some_and(|(t, payload)| p.topic == *t && p.payload == payload[..]) =>
+                        .is_some_and(|(topic, _)| p.topic == *topic) =>
                 {
-                    debug!(broker = %self.broker, id = %self.id, topic = %p.topic, "re-publishing retained state on request");
-                    self.republish_retained();
+                    // Never handed to the agent, which does not read this topic: anything
+                    // else published there (Home Assistant's `offline`) would fill its inbox.
+                    let trigger = self.republish_on.as_ref().map(|(_, payload)| payload);
+                    if trigger.is_some_and(|payload| p.payload == payload[..]) {
+                        debug!(broker = %self.broker, id = %self.id, topic = %p.topic, "re-publishing retained state on request");
+                        self.republish_retained();
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let msg = Incoming {
