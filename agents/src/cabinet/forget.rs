@@ -32,6 +32,7 @@ pub async fn forget(
     cabinet: &str,
     wait: Duration,
 ) -> Result<Vec<String>, BusError> {
+    crate::config::positive("wait", wait)?;
     let topics = base.topics.clone();
     let cleared = retained_topics(ha, &topics, cabinet);
     let mut options = base.clone();
