@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use wattchain::bus::Bus;
+use wattchain::ha;
 use wattchain::ledger::{self, Genesis, GenesisSpec, NodeKey, VerifyFileError, GENESIS_FILE};
 use wattchain::node::{self, NodeConfig};
 
@@ -99,7 +100,15 @@ async fn serve(
     args: &NodeRunArgs,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<ExitCode> {
-    let bus = Bus::connect(args.bus.options(&config.id, node::ROLE)?, config.subscriptions())?;
+    let ha = args.ha.config()?;
+    let mut options = args.bus.options(&config.id, node::ROLE)?;
+    options.republish_on = ha.birth();
+    let bus = Bus::connect(options, config.subscriptions())?;
+    ha::announce(
+        &bus.outlet(),
+        &ha,
+        &ha::ledger_entities(&ha, &config.topics, &config.id),
+    );
     node::run(config, genesis, bus, shutdown, None).await?;
     Ok(ExitCode::SUCCESS)
 }

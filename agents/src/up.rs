@@ -17,6 +17,8 @@ use tracing::{error, info};
 use crate::averager::{self, AveragerConfig};
 use crate::bus::{Bus, BusOptions};
 use crate::cabinet::{self, CabinetConfig};
+use crate::config::{self, ConfigError};
+use crate::ha::{self, HaConfig};
 use crate::ledger::{Genesis, GenesisSpec, GENESIS_FILE};
 use crate::node::{self, MinedBlock, NodeConfig};
 use crate::regmap::RegisterMap;
@@ -50,6 +52,45 @@ pub struct UpConfig {
     pub commit_deadline: Duration,
     /// Mining threads.
     pub threads: usize,
+    /// Home Assistant discovery (the cabinet and the ledger).
+    pub ha: HaConfig,
+}
+
+impl UpConfig {
+    /// Checks every value before anything starts (the cabinet's as a cabinet's).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        config::within(
+            "averagers",
+            self.averagers,
+            0..=64,
+            ": 0 leaves the work to averagers started elsewhere",
+        )?;
+        config::within("threads", self.threads, 1..=1024, "")?;
+        config::within("nodes", self.nodes, 1..=16, "")?;
+        config::within(
+            "difficulty",
+            self.difficulty as usize,
+            0..=crate::ledger::consensus::pow::MAX_DIFFICULTY as usize,
+            ": beyond 40 bits (2^40 trials) a block takes hours on one machine",
+        )?;
+        self.cabinet_config(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .validate()
+    }
+
+    /// The cabinet agent's configuration, reading the simulator at `modbus`.
+    fn cabinet_config(&self, modbus: SocketAddr) -> CabinetConfig {
+        CabinetConfig {
+            period: self.period,
+            window: self.window,
+            commit_deadline: self.commit_deadline,
+            ha: self.ha.clone(),
+            ..CabinetConfig::new(
+                &self.cabinet,
+                modbus,
+                self.data_dir.join("cabinet").join(&self.cabinet),
+            )
+        }
+    }
 }
 
 /// What `up` tells its caller as it runs.
@@ -80,6 +121,17 @@ pub async fn run(
     shutdown: CancellationToken,
     events: mpsc::UnboundedSender<UpEvent>,
 ) -> Result<()> {
+    config.validate()?;
+    // The chain's rules are settled (and checked) before anything starts.
+    let genesis_path = config.data_dir.join(GENESIS_FILE);
+    let genesis = if genesis_path.exists() {
+        Genesis::load(&genesis_path)?
+    } else {
+        let g = Genesis::new(GenesisSpec::pow(config.difficulty))?;
+        g.write_new(&genesis_path)?;
+        info!(path = %genesis_path.display(), chain = %g.id(), "genesis created");
+        g
+    };
     let broker_config = wattchain_broker::BrokerConfig {
         listen: config.listen,
         ..Default::default()
@@ -107,15 +159,6 @@ pub async fn run(
             .context("cabinet simulator")
     });
 
-    let genesis_path = config.data_dir.join(GENESIS_FILE);
-    let genesis = if genesis_path.exists() {
-        Genesis::load(&genesis_path)?
-    } else {
-        let g = Genesis::new(GenesisSpec::pow(config.difficulty))?;
-        g.write_new(&genesis_path)?;
-        info!(path = %genesis_path.display(), chain = %g.id(), "genesis created");
-        g
-    };
     let (report_tx, mut report_rx) = mpsc::unbounded_channel();
     let mut node_ids = Vec::new();
     let mut chain = PathBuf::new();
@@ -132,10 +175,14 @@ pub async fn run(
         if n == 1 {
             chain = nconf.chain_path();
         }
-        let bus = Bus::connect(
-            BusOptions::new(url.clone(), &id, node::ROLE),
-            nconf.subscriptions(),
-        )?;
+        let mut options = BusOptions::new(url.clone(), &id, node::ROLE);
+        options.republish_on = config.ha.birth();
+        let bus = Bus::connect(options, nconf.subscriptions())?;
+        if n == 1 {
+            // One ledger device in Home Assistant: the first node announces it.
+            let ledger = ha::ledger_entities(&config.ha, &topics, &id);
+            ha::announce(&bus.outlet(), &config.ha, &ledger);
+        }
         let (stop, tx, g) = (shutdown.clone(), report_tx.clone(), genesis.clone());
         tasks.spawn(async move {
             node::run(nconf, Some(g), bus, stop, Some(tx))
@@ -161,17 +208,8 @@ pub async fn run(
         });
     }
 
-    let cconf = CabinetConfig {
-        period: config.period,
-        window: config.window,
-        commit_deadline: config.commit_deadline,
-        genesis: Some(genesis.clone()),
-        ..CabinetConfig::new(
-            &config.cabinet,
-            modbus,
-            config.data_dir.join("cabinet").join(&config.cabinet),
-        )
-    };
+    let mut cconf = config.cabinet_config(modbus);
+    cconf.genesis = Some(genesis.clone());
     let options = BusOptions::new(url.clone(), &cconf.agent_id(), cabinet::ROLE);
     let status_bus = Bus::connect(cconf.status_bus_options(&options), vec![])?;
     let bus = Bus::connect(options, cconf.subscriptions())?;

@@ -6,11 +6,15 @@
 //! - [`config`]: how a cabinet agent runs, with defaults.
 //! - [`window`]: cutting quadruplets into windows.
 //! - [`outbox`]: the durable journal of uncommitted windows and id counters.
+//! - [`energy`]: the energy total integrated from PA, saved across restarts.
+//! - [`forget`]: `wattchain cabinet forget`, clearing a decommissioned cabinet's retained topics.
 //! - [`source`]: where readings come from (Modbus, or synthetic for benchmarks).
 //! - [`finality`]: the light client that decides when a window is final (never one node's word).
 
 pub mod agent;
 pub mod config;
+pub mod energy;
+pub mod forget;
 pub mod finality;
 pub mod outbox;
 pub mod source;
