@@ -7,9 +7,8 @@ use std::time::Duration;
 use support::{fast_cabinet, start_cabinet, Recorder, TestBroker, TestSim};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wattchain::bus::{Bus, Incoming};
+use wattchain::bus::Bus;
 use wattchain::cabinet::{self, CabinetConfig, SourceConfig, SyntheticConfig};
-use wattchain::ledger::{BlockTemplate, Hash32, Record, Timestamp};
 use wattchain::messages::{Quadruplet, WindowTask};
 use wattchain::sim::Fault;
 use wattchain::topics::{Quantity, Route, Topics};
@@ -171,39 +170,6 @@ async fn a_misbehaving_plc_is_reported_in_the_status_and_acquisition_resumes() {
     broker.stop().await;
 }
 
-fn commit_block(cabinet: &str, window: u64, tasks: &[wattchain::messages::WindowTask]) -> Vec<u8> {
-    let digest = |q: Quantity| {
-        Hash32::from_hex(&tasks.iter().find(|t| t.quantity == q).unwrap().digest).unwrap()
-    };
-    let record = Record {
-        cabinet: cabinet.into(),
-        window,
-        from: tasks[0].from.clone(),
-        to: tasks[0].to.clone(),
-        n: tasks[0].values.len() as u32,
-        averages: wattchain::ledger::Averages {
-            u: 1.0,
-            i: 1.0,
-            pa: 1.0,
-            pr: 1.0,
-        },
-        digests: wattchain::ledger::Digests {
-            u: digest(Quantity::U),
-            i: digest(Quantity::I),
-            pa: digest(Quantity::PA),
-            pr: digest(Quantity::PR),
-        },
-    };
-    let template = BlockTemplate {
-        index: 1,
-        previous_hash: Hash32::ZERO,
-        timestamp: Timestamp::now(),
-        difficulty: 0,
-        records: vec![record],
-    };
-    template.seal(0).to_json().into_bytes()
-}
-
 /// Deadline behaviour on a virtual clock: the cabinet with its real outbox and a synthetic
 /// meter, on the in-memory bus, under `tokio::time::pause` — no real-time deadline racing a
 /// commit.
@@ -217,6 +183,7 @@ async fn a_window_is_republished_when_its_deadline_passes_and_a_committed_one_ne
         commit_deadline: deadline,
         // Eight readings: windows 0 and 1, then nothing new.
         source: SourceConfig::Synthetic(SyntheticConfig::new(10.0, Some(8))),
+        genesis: Some(support::genesis()),
         ..CabinetConfig::new("c1", "127.0.0.1:9".parse().unwrap(), dir.path().into())
     };
     let (bus, mut peer) = Bus::memory(64);
@@ -248,15 +215,11 @@ async fn a_window_is_republished_when_its_deadline_passes_and_a_committed_one_ne
             Some(first) => republished.push((task.window, Instant::now() - *first)),
         }
         if task.window == 1 && first_published.len() == 2 && tasks0.len() == 4 {
-            // Window 0 is committed by a block, as the publisher would, at once.
-            let block = commit_block("c1", 0, &tasks0);
-            peer.deliver
-                .send(Incoming {
-                    topic: topics.commit("c1"),
-                    payload: block.into(),
-                })
-                .await
-                .unwrap();
+            // Window 0 is committed by a block, as a node would, at once, and buried under
+            // k blocks of valid work: final by the rules the cabinet checks itself.
+            for msg in support::final_commit("c1", &tasks0) {
+                peer.deliver.send(msg).await.unwrap();
+            }
         }
     }
     assert_eq!(republished.len(), 1);
@@ -301,15 +264,12 @@ async fn uncommitted_windows_are_republished_at_once_after_a_restart() {
     let held = rec.with(|s| outbox(s)).unwrap();
     let tasks0: Vec<_> = rec.with(|s| s.windows("c1")[&0].iter().map(|t| (*t).clone()).collect());
     let publisher = rumqttc_publisher(&url).await;
-    publisher
-        .publish(
-            Topics::default().commit("c1"),
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            commit_block("c1", 0, &tasks0),
-        )
-        .await
-        .unwrap();
+    for msg in support::final_commit("c1", &tasks0) {
+        publisher
+            .publish(msg.topic, rumqttc::QoS::AtLeastOnce, false, msg.payload.to_vec())
+            .await
+            .unwrap();
+    }
     rec.wait_until("window 0 committed", |s| outbox(s) == Some(held - 1))
         .await;
     agent.stop().await.unwrap();

@@ -428,16 +428,29 @@ fn every_template_renders_real_payloads_to_what_home_assistant_expects() {
         assert_eq!(available(&connected), bare, "{}: just connected", c.name);
     }
 
+    let key = wattchain::ledger::NodeKey::from_seed([1; 32]);
     let block = BlockTemplate {
         index: 42,
         previous_hash: Hash32::ZERO,
         timestamp: Timestamp::from_millis(1_795_256_131_407).unwrap(),
         difficulty: 0,
         records: vec![],
+        producer: key.public(),
+        consensus: None,
+        seal: vec![],
     }
-    .seal(7);
-    let head = block.to_json();
-    let head_json: Json = serde_json::from_str(&head).unwrap();
+    .finish(7, &key, &Hash32::ZERO);
+    let head = serde_json::to_string(&wattchain::node::wire::HeadMessage {
+        chain: Hash32::ZERO,
+        node: "publisher".into(),
+        header: block.header(),
+        work: 42,
+        state: None,
+        peers: vec![],
+        ts: "2026-11-21T10:15:31.407Z".into(),
+    })
+    .unwrap();
+    let head_json: Json = serde_json::from_str::<Json>(&head).unwrap()["header"].clone();
     let online = text(&AgentStatus::new(
         Presence::Online,
         "publisher",

@@ -1,6 +1,6 @@
 //! Hostile payloads driven straight into the decoding functions of every agent, ≥ 10 000 seeded
 //! mutations per target (the stand-in for `cargo fuzz`): window tasks (averager), averages
-//! (publisher, through its real run loop on an in-memory bus), blocks (cabinet commit check) and
+//! (a node, through its real run loop on an in-memory bus), blocks (the cabinet's light client) and
 //! chain files (`verify_file`). Each target must refuse what breaks the contract, accept only
 //! what meets it, and keep serving genuine input afterwards.
 
@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 use support::mutate::{Mutator, Tally};
 use wattchain::averager::{self, AveragerConfig};
 use wattchain::bus::{Bus, Incoming};
-use wattchain::cabinet::commit::{check_block, BlockRefusal};
-use wattchain::cabinet::outbox::Outbox;
+use wattchain::cabinet::finality::{BlockRefusal, Finality};
 use wattchain::ledger::{
-    digest_hex, verify_file, Averages, Block, BlockTemplate, Digests, Hash32, Record, Timestamp,
+    digest_hex, verify_file, Averages, Block, Digests, Genesis, Hash32, NodeKey, Record,
+    VerifyFileError,
 };
 use wattchain::messages::{encode, Average, DeadLetter, WindowTask, MAX_WINDOW_VALUES};
-use wattchain::publisher::{self, PublisherConfig};
+use wattchain::node::{self, NodeConfig};
 use wattchain::topics::{Quantity, Topics};
 
 const CASES: usize = 10_000;
@@ -57,15 +57,12 @@ fn record_of(tasks: &[WindowTask]) -> Record {
 }
 
 /// A chain of `len` blocks (genesis included) at difficulty 0, one window of `c1` per block.
-fn chain(len: u64) -> Vec<Block> {
-    let t0 = Timestamp::parse(FROM).unwrap();
-    let mut blocks = vec![BlockTemplate::genesis(0, t0).unwrap().seal(0)];
-    for w in 1..len {
-        let head = blocks.last().unwrap();
-        let t = BlockTemplate::after(head, vec![record_of(&tasks("c1", w))], 0, t0).unwrap();
-        blocks.push(t.seal(w));
-    }
-    blocks
+fn chain(len: u64) -> (Genesis, Vec<Block>) {
+    let g = support::genesis_at(0);
+    let lists = (1..len).map(|w| vec![record_of(&tasks("c1", w))]).collect();
+    let mut blocks = vec![g.block()];
+    blocks.extend(support::mine_blocks(&g, &g.header(), &NodeKey::from_seed([3; 32]), lists));
+    (g, blocks)
 }
 
 /// The window-task contract, checked independently of `Validate`.
@@ -137,15 +134,19 @@ fn mutated_window_tasks_get_an_average_only_when_they_meet_the_contract() {
 }
 
 #[tokio::test]
-async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_genuine_window() {
+async fn mutated_averages_are_dead_lettered_and_a_node_still_commits_a_genuine_window() {
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::default();
-    let mut config = PublisherConfig::new("publisher", dir.path().to_path_buf());
-    config.difficulty = 0;
-    config.threads = 1;
+    let config = NodeConfig {
+        id: "publisher".into(),
+        data_dir: dir.path().to_path_buf(),
+        threads: 1,
+        max_payload: 64 * 1024,
+        ..NodeConfig::default()
+    };
     let (bus, mut peer) = Bus::memory(64);
     let stop = CancellationToken::new();
-    let agent = tokio::spawn(publisher::run(config.clone(), bus, stop.clone(), None));
+    let agent = tokio::spawn(node::run(config.clone(), Some(support::genesis()), bus, stop.clone(), None));
 
     let averages: Vec<Average> = tasks("c1", 7)
         .iter()
@@ -165,7 +166,7 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
         };
         tokio::time::timeout(Duration::from_secs(30), peer.deliver.send(msg))
             .await
-            .expect("the publisher keeps reading")
+            .expect("the node keeps reading")
             .unwrap();
     }
     // A genuine window, complete, under an id no mutation produced.
@@ -183,8 +184,8 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
     let mut letters = 0u64;
     let block = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let out = peer.published.recv().await.expect("publisher alive");
-            if out.topic == topics.deadletter(publisher::ROLE) {
+            let out = peer.published.recv().await.expect("node alive");
+            if out.topic == topics.deadletter(node::ROLE) {
                 let letter: DeadLetter = serde_json::from_slice(&out.payload).unwrap();
                 assert!(!letter.reason.is_empty());
                 letters += 1;
@@ -203,7 +204,7 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
     let stats = agent.await.unwrap().unwrap();
     // Dead letters published after the genuine block are still in the queue.
     while let Ok(out) = peer.published.try_recv() {
-        letters += (out.topic == topics.deadletter(publisher::ROLE)) as u64;
+        letters += (out.topic == topics.deadletter(node::ROLE)) as u64;
     }
     eprintln!("averages: {CASES} cases, {letters} dead letters, stats {stats:?}");
     assert_eq!(
@@ -211,42 +212,38 @@ async fn mutated_averages_are_dead_lettered_and_the_publisher_still_commits_a_ge
         "every rejection is counted and dead-lettered"
     );
     assert!(letters > CASES as u64 / 2, "{letters} of {CASES} refused");
-    let summary = verify_file(&config.chain_path()).expect("the chain stays verifiable");
+    let summary = verify_file(&support::genesis(), &config.chain_path()).expect("the chain stays verifiable");
     assert!(summary.blocks >= 2);
+}
+
+/// Whether the cabinet's light client takes `payload` (on its commit topic) as a candidate.
+fn light_accepts(ours: &[WindowTask], payload: &[u8]) -> Result<Block, BlockRefusal> {
+    let mut held = std::collections::BTreeMap::new();
+    held.insert(ours[0].window, ours.to_vec());
+    let mut light = Finality::new("c1", "cabinet-c1", support::genesis());
+    let block = std::str::from_utf8(payload)
+        .map_err(|e| BlockRefusal::Malformed(e.to_string()))
+        .and_then(|t| Block::from_json(t).map_err(|e| BlockRefusal::Malformed(e.to_string())))?;
+    light.on_block(block.clone(), &held, 0).map(|_| block)
 }
 
 #[test]
 fn mutated_blocks_never_commit_a_window_they_do_not_match() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut outbox, _) = Outbox::open(dir.path(), 16).unwrap();
-    let window = outbox.next_window();
-    let ours = tasks("c1", window);
-    outbox
-        .put(ours.clone(), tokio::time::Instant::now())
-        .unwrap();
-    let t0 = Timestamp::parse(FROM).unwrap();
-    let genesis = BlockTemplate::genesis(0, t0).unwrap().seal(0);
-    let genuine = BlockTemplate::after(&genesis, vec![record_of(&ours)], 4, t0)
-        .unwrap()
-        .mine(&wattchain::ledger::Miner::new(1), &Default::default())
-        .unwrap();
-    assert_eq!(
-        check_block("c1", &outbox, genuine.to_json().as_bytes()),
-        Ok(genuine.clone())
-    );
+    let ours = tasks("c1", 0);
+    let g = support::genesis();
+    let key = NodeKey::from_seed([4; 32]);
+    let genuine = support::mine_blocks(&g, &g.header(), &key, vec![vec![record_of(&ours)]]).remove(0);
+    assert_eq!(light_accepts(&ours, genuine.to_json().as_bytes()), Ok(genuine.clone()));
 
     let mut m = Mutator::new(0x5eed_0003, 1 << 20);
     let mut tally = Tally::default();
     let value = serde_json::to_value(&genuine).unwrap();
     for case in 0..CASES {
         let (kind, payload) = m.mutate(&value);
-        match check_block("c1", &outbox, &payload) {
-            // Every field is hashed: an accepted variant can only be the same block.
+        match light_accepts(&ours, &payload) {
+            // Every field is hashed or signed: an accepted variant can only be the same block.
             Ok(b) => {
-                assert_eq!(
-                    b, genuine,
-                    "case {case} ({kind}) accepted a different block"
-                );
+                assert_eq!(b, genuine, "case {case} ({kind}) accepted a different block");
                 tally.count(kind, false);
             }
             Err(_) => tally.count(kind, true),
@@ -255,9 +252,10 @@ fn mutated_blocks_never_commit_a_window_they_do_not_match() {
     eprintln!("blocks: {tally:?}");
     assert!(tally.refused() > CASES as u64 * 9 / 10, "{tally:?}");
 
-    // Forgeries whose hash does verify (difficulty 0 costs nothing) but whose record lies.
+    // Forgeries with valid work and a valid signature (by the forger's own key) whose record
+    // lies about our samples.
     let mut forged_refused = 0;
-    for case in 0..1_000u64 {
+    for case in 0..200u64 {
         let mut r = record_of(&ours);
         match case % 4 {
             0 => r.digests.u = Hash32::from_hex(&format!("{case:064x}")).unwrap(),
@@ -265,22 +263,16 @@ fn mutated_blocks_never_commit_a_window_they_do_not_match() {
             2 => r.digests.pr = r.digests.i,
             _ => r.averages.pa += case as f64, // right digests: indistinguishable without ACLs
         }
-        let lie = BlockTemplate::after(&genesis, vec![r.clone()], 0, t0)
-            .unwrap()
-            .seal(case);
-        match check_block("c1", &outbox, lie.to_json().as_bytes()) {
-            Ok(_) => assert_eq!(
-                case % 4,
-                3,
-                "case {case}: a record with foreign digests passed"
-            ),
+        let lie = support::mine_blocks(&g, &g.header(), &key, vec![vec![r]]).remove(0);
+        match light_accepts(&ours, lie.to_json().as_bytes()) {
+            Ok(_) => assert_eq!(case % 4, 3, "case {case}: a record with foreign digests passed"),
             Err(refusal) => {
-                assert_eq!(refusal, BlockRefusal::NotOurSamples { window });
+                assert_eq!(refusal, BlockRefusal::NotOurSamples { window: 0 });
                 forged_refused += 1;
             }
         }
     }
-    assert_eq!(forged_refused, 750);
+    assert_eq!(forged_refused, 150);
 }
 
 fn mutate_lines(m: &mut Mutator, lines: &[String]) -> (&'static str, Vec<u8>) {
@@ -314,7 +306,7 @@ fn mutate_lines(m: &mut Mutator, lines: &[String]) -> (&'static str, Vec<u8>) {
 
 #[test]
 fn mutated_chain_files_verify_only_when_they_are_a_prefix_of_the_genuine_chain() {
-    let blocks = chain(3);
+    let (g, blocks) = chain(3);
     let lines: Vec<String> = blocks.iter().map(Block::to_json).collect();
     // 10 000 rewrites of one small file: keep them off the disk where a RAM disk exists.
     let dir = tempfile::tempdir_in("/dev/shm")
@@ -322,24 +314,25 @@ fn mutated_chain_files_verify_only_when_they_are_a_prefix_of_the_genuine_chain()
         .unwrap();
     let path = dir.path().join("chain.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    assert_eq!(verify_file(&path).unwrap().blocks, 3);
+    assert_eq!(verify_file(&g, &path).unwrap().blocks, 3);
 
     let mut m = Mutator::new(0x5eed_0004, 1 << 20);
     let mut tally = Tally::default();
     for case in 0..CASES {
         let (kind, bytes) = mutate_lines(&mut m, &lines);
         std::fs::write(&path, &bytes).unwrap();
-        match verify_file(&path) {
+        match verify_file(&g, &path) {
             Ok(s) => {
                 let n = s.blocks as usize;
                 assert!(n <= blocks.len(), "case {case} ({kind}) grew the chain");
                 assert_eq!(s.head_hash, blocks[n - 1].hash, "case {case} ({kind})");
                 tally.count(kind, false);
             }
-            Err(e) => {
+            Err(VerifyFileError::Invalid(e)) => {
                 assert!(e.index < blocks.len() as u64 + 1, "case {case}: {e}");
                 tally.count(kind, true);
             }
+            Err(e) => panic!("case {case}: {e}"),
         }
     }
     eprintln!("chain files: {tally:?}");

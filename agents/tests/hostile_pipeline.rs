@@ -14,13 +14,9 @@ use support::{
     fast_cabinet, start_averager, start_cabinet, start_publisher, Recorder, TestBroker, TestSim,
 };
 use wattchain::averager::{self, AveragerConfig};
-use wattchain::cabinet::commit::check_block;
-use wattchain::cabinet::outbox::Outbox;
-use wattchain::ledger::{
-    digest_hex, verify_file, Averages, BlockTemplate, Digests, Hash32, Record, Timestamp,
-};
+use wattchain::cabinet::finality::Finality;
+use wattchain::ledger::{digest_hex, verify_file, Block, NodeKey, CHAIN_FILE};
 use wattchain::messages::{decode, Average, WindowTask};
-use wattchain::publisher::CHAIN_FILE;
 use wattchain::topics::{Quantity, Topics};
 
 /// Hostile messages per topic kind.
@@ -41,34 +37,23 @@ fn task(cabinet: &str, window: u64, quantity: Quantity) -> WindowTask {
     }
 }
 
-/// A genuine-looking block of another cabinet, the base of the forged ones.
+/// A genuine block of another cabinet on the tests' chain, the base of the forged ones.
 fn foreign_block_json() -> serde_json::Value {
-    let t0 = Timestamp::parse(FROM).unwrap();
-    let genesis = BlockTemplate::genesis(0, t0).unwrap().seal(0);
-    let d = Hash32::from_hex(&task("zz", 1, Quantity::U).digest).unwrap();
-    let record = Record {
-        cabinet: "zz".into(),
-        window: 1,
-        from: FROM.into(),
-        to: FROM.into(),
-        n: 4,
-        averages: Averages {
-            u: 230.0,
-            i: 1.0,
-            pa: 200.0,
-            pr: 3.0,
-        },
-        digests: Digests {
-            u: d,
-            i: d,
-            pa: d,
-            pr: d,
-        },
+    let g = support::genesis();
+    let tasks: Vec<WindowTask> = Quantity::ALL.iter().map(|&q| task("zz", 1, q)).collect();
+    let key = NodeKey::from_seed([0x77; 32]);
+    let block = support::mine_blocks(&g, &g.header(), &key, vec![vec![support::record_of(&tasks)]]);
+    serde_json::to_value(&block[0]).unwrap()
+}
+
+/// Whether a cabinet's light client refuses `payload` on its commit topic.
+fn cabinet_refuses(payload: &[u8]) -> bool {
+    let mut light = Finality::new("c1", "cabinet-c1", support::genesis());
+    let held = BTreeMap::<u64, Vec<WindowTask>>::new();
+    let Ok(block) = std::str::from_utf8(payload).map_err(|_| ()).and_then(|t| Block::from_json(t).map_err(|_| ())) else {
+        return true;
     };
-    let block = BlockTemplate::after(&genesis, vec![record], 0, t0)
-        .unwrap()
-        .seal(7);
-    serde_json::to_value(&block).unwrap()
+    light.on_block(block, &held, 0).is_err()
 }
 
 fn deadletters_by_role(seen: &support::Seen) -> BTreeMap<String, usize> {
@@ -92,7 +77,7 @@ async fn hostile_messages_on_every_agent_topic_are_dead_lettered_while_windows_k
     let sim = TestSim::start(true, 7).await;
     let rec = Recorder::start(&url, "recorder").await;
     let data = tempfile::tempdir().unwrap();
-    let publisher = start_publisher(&url, &data.path().join("publisher"), 4).await;
+    let publisher = start_publisher(&url, &data.path().join("publisher")).await;
     let averager_agent = start_averager(&url, "averager-1").await;
     let mut config = fast_cabinet("c1", sim.addr, data.path().join("cabinet"));
     config.commit_deadline = Duration::from_secs(2);
@@ -102,8 +87,6 @@ async fn hostile_messages_on_every_agent_topic_are_dead_lettered_while_windows_k
 
     // What each agent's own decoder says about every hostile payload: the expected counts.
     let averager_config = AveragerConfig::new("averager-1", topics.clone());
-    let empty_dir = tempfile::tempdir().unwrap();
-    let (empty_outbox, _) = Outbox::open(empty_dir.path(), 1).unwrap();
     let mut m = Mutator::new(0x5eed_00a1, 64 * 1024);
     let mut messages = Vec::new();
     let (mut bad_tasks, mut bad_averages, mut bad_blocks) = (0, 0, 0);
@@ -127,7 +110,7 @@ async fn hostile_messages_on_every_agent_topic_are_dead_lettered_while_windows_k
         messages.push((topic, payload));
 
         let (_, payload) = m.mutate(&foreign_block_json());
-        bad_blocks += check_block("c1", &empty_outbox, &payload).is_err() as usize;
+        bad_blocks += cabinet_refuses(&payload) as usize;
         messages.push((topics.commit("c1"), payload));
     }
     eprintln!("refused by the decoders: {bad_tasks} tasks, {bad_averages} averages, {bad_blocks} blocks of {PER_KIND} each");
@@ -152,7 +135,7 @@ async fn hostile_messages_on_every_agent_topic_are_dead_lettered_while_windows_k
         let by_role = deadletters_by_role(s);
         by_role.get("averager") == Some(&bad_tasks)
             && by_role.get("cabinet") == Some(&bad_blocks)
-            && by_role.get("publisher").copied().unwrap_or(0) >= bad_averages
+            && by_role.get("node").copied().unwrap_or(0) >= bad_averages
     })
     .await;
     rec.wait_until("ten more windows committed after the attack", |s| {
@@ -170,13 +153,14 @@ async fn hostile_messages_on_every_agent_topic_are_dead_lettered_while_windows_k
     eprintln!("dead letters {letters:?}; cabinet {cabinet_stats:?}; averager {averager_stats:?}; publisher {publisher_stats:?}");
     assert_eq!(averager_stats.rejected, bad_tasks as u64);
     assert_eq!(cabinet_stats.rejected, bad_blocks as u64);
-    assert_eq!(publisher_stats.rejected as usize, letters["publisher"]);
+    assert_eq!(publisher_stats.rejected as usize, letters["node"]);
     assert!(publisher_stats.rejected as usize >= bad_averages);
     // Every window the cabinet produced is committed once, forged ones never (ids ≥ 1 000 000
     // are incomplete: a forged task set needs all four quantities of one window).
     let commits = rec.with(|s| s.commits("c1"));
     assert!(commits.values().all(|&n| n == 1), "{commits:?}");
     assert!(commits.keys().all(|&w| w < 1_000_000), "{commits:?}");
-    verify_file(&data.path().join("publisher").join(CHAIN_FILE)).expect("chain verifies");
+    verify_file(&support::genesis(), &data.path().join("publisher").join(CHAIN_FILE))
+        .expect("chain verifies");
     broker.stop().await;
 }

@@ -1,7 +1,7 @@
-//! The miner as the publisher uses it: blocking, on its own threads, stoppable from outside.
+//! The miner as the nodes use it: blocking, on its own threads, stoppable from outside by a
+//! `CancellationToken` (the one cancellation mechanism: a child of the node's shutdown token).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -10,17 +10,18 @@ use sha2::{Digest, Sha256};
 
 use wattchain::bench::mine::{self, Method};
 use wattchain::ledger::pow::Midstate;
-use wattchain::ledger::{BlockTemplate, Engine, Hash32, HeaderPrefix, Miner, Timestamp};
+use tokio_util::sync::CancellationToken;
+use wattchain::ledger::{Engine, Genesis, GenesisSpec, Hash32, HeaderPrefix, Miner, NodeKey, Timestamp};
 
 /// Generous bound: cancellation is polled every ~1k trials, far below this.
 const BOUND: Duration = Duration::from_secs(10);
 
 #[test]
 fn cancelling_from_another_thread_stops_an_impossible_search() {
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = CancellationToken::new();
     let (started_tx, started_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
-    let miner_cancel = Arc::clone(&cancel);
+    let miner_cancel = cancel.clone();
     let worker = std::thread::spawn(move || {
         let prefix = HeaderPrefix::new(1, 256, &Hash32([7; 32]), &Hash32([3; 32]), 0);
         started_tx.send(()).expect("test alive");
@@ -32,7 +33,7 @@ fn cancelling_from_another_thread_stops_an_impossible_search() {
         .expect("miner thread started");
     // Nothing can satisfy 256 zero bits, so only the cancel flag can end the search.
     assert!(done_rx.try_recv().is_err());
-    cancel.store(true, Ordering::Relaxed);
+    cancel.cancel();
     let result = done_rx
         .recv_timeout(BOUND)
         .expect("miner returned after cancel");
@@ -40,30 +41,40 @@ fn cancelling_from_another_thread_stops_an_impossible_search() {
     worker.join().expect("miner thread exits cleanly");
 }
 
+fn genesis(difficulty: u32) -> Genesis {
+    let mut spec = GenesisSpec::pow(difficulty);
+    spec.created = Timestamp::from_millis(1_000).expect("valid");
+    Genesis::new(spec).expect("valid")
+}
+
 #[tokio::test]
-async fn mining_inside_spawn_blocking_returns_a_block_meeting_its_difficulty() {
-    let genesis = BlockTemplate::genesis(10, Timestamp::from_millis(1_000).expect("valid"))
-        .expect("template");
-    let cancel = Arc::new(AtomicBool::new(false));
-    let task_cancel = Arc::clone(&cancel);
-    let task = tokio::task::spawn_blocking(move || genesis.mine(&Miner::all_cores(), &task_cancel));
+async fn mining_inside_spawn_blocking_returns_a_signed_block_meeting_its_difficulty() {
+    let g = genesis(10);
+    let key = NodeKey::from_seed([1; 32]);
+    let template = g.template(&g.header(), vec![], Timestamp::from_millis(2_000).unwrap(), key.public());
+    let (id, cancel) = (g.id(), CancellationToken::new());
+    let task = tokio::task::spawn_blocking(move || template.mine(&Miner::all_cores(), &cancel, &key, &id));
     let block = tokio::time::timeout(BOUND, task)
         .await
         .expect("mined within the bound")
         .expect("task did not panic")
         .expect("not cancelled");
-    assert_eq!(block.computed_hash(), block.hash);
+    assert_eq!(block.header().computed_hash(&[]), block.hash);
     assert!(block.hash.leading_zero_bits() >= 10);
+    wattchain::ledger::rules::check_header(&g, &block.header(), &g.header()).expect("valid by the rules");
 }
 
 #[tokio::test]
 async fn an_async_shutdown_cancels_mining_in_spawn_blocking() {
-    let template = BlockTemplate::genesis(256, Timestamp::from_millis(0).expect("valid"))
-        .expect("256 is the maximum, never reached in practice");
-    let cancel = Arc::new(AtomicBool::new(false));
-    let task_cancel = Arc::clone(&cancel);
-    let task = tokio::task::spawn_blocking(move || template.mine(&Miner::new(2), &task_cancel));
-    cancel.store(true, Ordering::Relaxed);
+    let g = genesis(40);
+    let key = NodeKey::from_seed([1; 32]);
+    let mut template = g.template(&g.header(), vec![], Timestamp::from_millis(2_000).unwrap(), key.public());
+    // Far beyond any genesis: only the token ends this search.
+    template.difficulty = 256;
+    let shutdown = CancellationToken::new();
+    let (child, id) = (shutdown.child_token(), g.id());
+    let task = tokio::task::spawn_blocking(move || template.mine(&Miner::new(2), &child, &key, &id));
+    shutdown.cancel();
     let outcome = tokio::time::timeout(BOUND, task)
         .await
         .expect("returned within the bound")
@@ -232,7 +243,7 @@ fn one_thread_finds_the_lowest_qualifying_nonce_with_every_engine() {
         for engine in supported_engines() {
             let miner = Miner::new(1).with_engine(engine).expect("supported");
             let mined = miner
-                .mine(&prefix, difficulty, &AtomicBool::new(false))
+                .mine(&prefix, difficulty, &CancellationToken::new())
                 .expect("reachable");
             assert_eq!(mined.nonce, expected, "{engine} at {difficulty} bits");
             assert_eq!(mined.hash, reference(&prefix, expected), "{engine}");
@@ -250,7 +261,7 @@ fn several_threads_find_a_nonce_that_plain_sha2_accepts_with_every_engine() {
         for threads in [2, 3] {
             let miner = Miner::new(threads).with_engine(engine).expect("supported");
             let mined = miner
-                .mine(&prefix, 13, &AtomicBool::new(false))
+                .mine(&prefix, 13, &CancellationToken::new())
                 .expect("reachable");
             let hash = prefix.hash(mined.nonce);
             assert_eq!(hash.0, mined.hash, "{engine} x{threads}");

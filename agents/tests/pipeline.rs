@@ -14,7 +14,7 @@ use support::{
 };
 use wattchain::bus::QoS;
 use wattchain::ledger::{digest_hex, verify_file};
-use wattchain::publisher::CHAIN_FILE;
+use wattchain::ledger::CHAIN_FILE;
 use wattchain::sim::Fault;
 use wattchain::topics::Quantity;
 
@@ -26,7 +26,6 @@ enum Disruption {
     RestartPublisher,
 }
 
-const DIFFICULTY: u32 = 8;
 /// Windows produced before the cabinet is cut off from its PLC and the pipeline drains.
 const WINDOWS: u64 = 16;
 
@@ -44,7 +43,7 @@ async fn run_pipeline(broker: TestBroker, disruption: Disruption) {
     let data = tempfile::tempdir().unwrap();
     let chain_dir = data.path().join("publisher");
 
-    let mut publisher = Some(start_publisher(&url, &chain_dir, DIFFICULTY).await);
+    let mut publisher = Some(start_publisher(&url, &chain_dir).await);
     let mut averagers: Vec<Running<_>> = Vec::new();
     for n in 1..=3 {
         averagers.push(start_averager(&url, &format!("averager-{n}")).await);
@@ -71,7 +70,7 @@ async fn run_pipeline(broker: TestBroker, disruption: Disruption) {
                 s.windows("c1").len() >= produced + 2
             })
             .await;
-            publisher = Some(start_publisher(&url, &chain_dir, DIFFICULTY).await);
+            publisher = Some(start_publisher(&url, &chain_dir).await);
         }
     }
     rec.wait_until("enough windows", |s| {
@@ -99,7 +98,7 @@ async fn run_pipeline(broker: TestBroker, disruption: Disruption) {
         a.stop().await;
     }
     let publisher_stats = publisher.take().unwrap().stop().await.unwrap();
-    assert!(publisher_stats.blocks > 0);
+    assert!(publisher_stats.mined > 0);
 
     rec.with(|s| {
         let commits = s.commits("c1");
@@ -179,7 +178,7 @@ async fn run_pipeline(broker: TestBroker, disruption: Disruption) {
     });
 
     let chain = chain_dir.join(CHAIN_FILE);
-    let summary = verify_file(&chain).expect("wattchain chain verify accepts the chain");
+    let summary = verify_file(&support::genesis(), &chain).expect("wattchain chain verify accepts the chain");
     let text = summary.to_string();
     assert!(text.contains("c1"), "{text}");
     let py = Command::new("python3")
@@ -230,7 +229,7 @@ async fn retained_status_and_head_come_back_after_a_broker_restart() {
     let url = broker.url();
     let sim = TestSim::start(true, 5).await;
     let data = tempfile::tempdir().unwrap();
-    let publisher = start_publisher(&url, &data.path().join("p"), DIFFICULTY).await;
+    let publisher = start_publisher(&url, &data.path().join("p")).await;
     let cabinet = start_cabinet(&url, fast_cabinet("c1", sim.addr, data.path().join("c"))).await;
     let rec = Recorder::start(&url, "before").await;
     rec.wait_until("the genesis head and a cabinet status", |s| {

@@ -92,6 +92,7 @@ pub async fn run(
         own_heads: VecDeque::new(),
         started: Instant::now(),
         mining_since: None,
+        refused: 0,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -131,9 +132,13 @@ pub async fn run(
     }
     router.producer.cancel();
     drop(events);
-    drop(router.producer);
+    let refused = router.refused;
+    drop(router);
     let stats = match chain.await {
-        Ok(Ok(stats)) => stats,
+        Ok(Ok(stats)) => NodeStats {
+            rejected: stats.rejected + refused,
+            ..stats
+        },
         Ok(Err(e)) => {
             error!(cause = %e, "node stopping on a chain error");
             failure.get_or_insert(NodeError::Store(e));
@@ -228,6 +233,8 @@ struct Router {
     started: Instant,
     /// When the current mining job started (for the report of the block it yields).
     mining_since: Option<Instant>,
+    /// Messages refused before reaching the engine (they count in its `rejected`).
+    refused: u64,
 }
 
 impl Router {
@@ -285,7 +292,8 @@ impl Router {
         Ok(Some(event))
     }
 
-    fn refuse(&self, msg: &Incoming, reason: &str) -> Result<Option<Event>, NodeError> {
+    fn refuse(&mut self, msg: &Incoming, reason: &str) -> Result<Option<Event>, NodeError> {
+        self.refused += 1;
         warn!(topic = %msg.topic, reason, "refused a message");
         self.dead_letter(&msg.topic, reason, &msg.payload);
         Ok(None)

@@ -21,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 use wattchain::averager::{self, AveragerConfig, AveragerStats};
 use wattchain::bus::{BrokerUrl, Bus, BusOptions};
 use wattchain::cabinet::{self, CabinetConfig, CabinetError, CabinetStats};
-use wattchain::ledger::{digest_hex, Block};
+use wattchain::ledger::{digest_hex, Block, Genesis, GenesisSpec, Timestamp};
 use wattchain::messages::{Average, EnergyTotal, Quadruplet, WindowTask};
-use wattchain::publisher::{self, PublisherConfig, PublisherError, PublisherStats};
+use wattchain::node::{self, NodeConfig, NodeError, NodeStats};
 use wattchain::regmap::RegisterMap;
 use wattchain::sim::{SimConfig, Simulator};
 use wattchain::topics::{Route, Topics};
@@ -222,24 +222,52 @@ pub async fn start_averager(url: &BrokerUrl, id: &str) -> Running<AveragerStats>
     Running { stop, task }
 }
 
-/// Starts a publisher on `data_dir` at `difficulty`.
-pub async fn start_publisher(
+/// The difficulty of the tests' genesis.
+pub const TEST_DIFFICULTY: u32 = 4;
+
+/// The tests' genesis: proof of work at `difficulty`, k = 3, a fixed creation time (so every
+/// call gives the same chain id).
+pub fn genesis_at(difficulty: u32) -> Genesis {
+    let mut spec = GenesisSpec::pow(difficulty);
+    spec.finality_depth = 3;
+    spec.created = Timestamp::parse("2026-11-21T00:00:00.000Z").unwrap();
+    Genesis::new(spec).unwrap()
+}
+
+/// The tests' genesis at [`TEST_DIFFICULTY`] (what [`fast_cabinet`] follows).
+pub fn genesis() -> Genesis {
+    genesis_at(TEST_DIFFICULTY)
+}
+
+/// Starts ledger node `id` on `data_dir` under the tests' genesis.
+pub async fn start_node(
     url: &BrokerUrl,
+    id: &str,
     data_dir: &Path,
-    difficulty: u32,
-) -> Running<Result<PublisherStats, PublisherError>> {
-    let mut config = PublisherConfig::new("publisher", data_dir.to_path_buf());
-    config.difficulty = difficulty;
-    config.threads = 1;
+) -> Running<Result<NodeStats, NodeError>> {
+    let config = NodeConfig {
+        id: id.into(),
+        data_dir: data_dir.to_path_buf(),
+        threads: 1,
+        ..NodeConfig::default()
+    };
     let bus = Bus::connect(
-        BusOptions::new(url.clone(), "publisher", publisher::ROLE),
+        BusOptions::new(url.clone(), id, node::ROLE),
         config.subscriptions(),
     )
     .unwrap();
-    bus.wait_ready(WAIT).await.expect("publisher subscribed");
+    bus.wait_ready(WAIT).await.expect("node subscribed");
     let stop = CancellationToken::new();
-    let task = tokio::spawn(publisher::run(config, bus, stop.clone(), None));
+    let task = tokio::spawn(node::run(config, Some(genesis()), bus, stop.clone(), None));
     Running { stop, task }
+}
+
+/// Starts the one-node case (`publisher`) on `data_dir`.
+pub async fn start_publisher(
+    url: &BrokerUrl,
+    data_dir: &Path,
+) -> Running<Result<NodeStats, NodeError>> {
+    start_node(url, "publisher", data_dir).await
 }
 
 /// A cabinet configuration for fast tests: short period, small windows.
@@ -250,6 +278,7 @@ pub fn fast_cabinet(id: &str, modbus: SocketAddr, data_dir: PathBuf) -> CabinetC
         modbus_timeout: Duration::from_millis(200),
         reconnect: (Duration::from_millis(50), Duration::from_millis(400)),
         switches_every: Duration::from_millis(200),
+        genesis: Some(genesis()),
         ..CabinetConfig::new(id, modbus, data_dir)
     }
 }
@@ -271,6 +300,8 @@ pub struct Seen {
     pub energy: Vec<(String, EnergyTotal)>,
     /// `ledger/head` publications received.
     pub heads: usize,
+    /// `ledger/node/{id}/head` publications: (node, payload).
+    pub node_heads: Vec<(String, serde_json::Value)>,
     /// Topics of publications that did not parse as their topic's payload (hostile input).
     pub unparsed: Vec<String>,
 }
@@ -387,6 +418,10 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
             Some(Route::Energy { cabinet }) => seen
                 .energy
                 .push((cabinet, serde_json::from_slice(payload).ok()?)),
+            Some(Route::NodeHead { id }) => seen
+                .node_heads
+                .push((id, serde_json::from_slice(payload).ok()?)),
+            Some(Route::Header | Route::SyncRequest | Route::SyncReply { .. }) => {}
             None => {}
         }
         Some(())
@@ -459,4 +494,86 @@ pub fn window_tasks(cabinet: &str, window: u64) -> Vec<WindowTask> {
             }
         })
         .collect()
+}
+
+/// The record a node would make of a cabinet's four tasks (made-up means, real digests).
+pub fn record_of(tasks: &[WindowTask]) -> wattchain::ledger::Record {
+    use wattchain::ledger::{Averages, Digests, Hash32, Record};
+    use wattchain::topics::Quantity;
+    let digest = |q: Quantity| {
+        Hash32::from_hex(&tasks.iter().find(|t| t.quantity == q).unwrap().digest).unwrap()
+    };
+    Record {
+        cabinet: tasks[0].cabinet.clone(),
+        window: tasks[0].window,
+        from: tasks[0].from.clone(),
+        to: tasks[0].to.clone(),
+        n: tasks[0].values.len() as u32,
+        averages: Averages {
+            u: 1.0,
+            i: 1.0,
+            pa: 1.0,
+            pr: 1.0,
+        },
+        digests: Digests {
+            u: digest(Quantity::U),
+            i: digest(Quantity::I),
+            pa: digest(Quantity::PA),
+            pr: digest(Quantity::PR),
+        },
+    }
+}
+
+/// Mines (signed by `key`) the blocks after `parent` under `genesis`: one per record list.
+pub fn mine_blocks(
+    genesis: &Genesis,
+    parent: &wattchain::ledger::Header,
+    key: &wattchain::ledger::NodeKey,
+    records: Vec<Vec<wattchain::ledger::Record>>,
+) -> Vec<Block> {
+    let (miner, cancel) = (
+        wattchain::ledger::Miner::new(1),
+        CancellationToken::new(),
+    );
+    let mut at = parent.clone();
+    records
+        .into_iter()
+        .map(|r| {
+            let ts = Timestamp::from_millis(at.timestamp.millis() + 1000).unwrap();
+            let b = genesis
+                .template(&at, r, ts, key.public())
+                .mine(&miner, &cancel, key, &genesis.id())
+                .expect("mined");
+            at = b.header();
+            b
+        })
+        .collect()
+}
+
+/// What a cabinet receives when a window of `tasks` becomes final: the committing block on
+/// its commit topic, then the headers of k blocks of valid work on top (tests' genesis).
+pub fn final_commit(cabinet: &str, tasks: &[WindowTask]) -> Vec<wattchain::bus::Incoming> {
+    let g = genesis();
+    let key = wattchain::ledger::NodeKey::from_seed([9; 32]);
+    let mut lists = vec![vec![record_of(tasks)]];
+    lists.extend((0..g.finality_depth).map(|_| Vec::new()));
+    let blocks = mine_blocks(&g, &g.header(), &key, lists);
+    let topics = Topics::default();
+    let mut out = vec![wattchain::bus::Incoming {
+        topic: topics.commit(cabinet),
+        payload: blocks[0].to_json().into(),
+        retain: false,
+    }];
+    for b in &blocks {
+        let msg = wattchain::node::wire::HeaderMessage {
+            chain: g.id(),
+            header: b.header(),
+        };
+        out.push(wattchain::bus::Incoming {
+            topic: topics.header(),
+            payload: serde_json::to_vec(&msg).unwrap().into(),
+            retain: false,
+        });
+    }
+    out
 }
