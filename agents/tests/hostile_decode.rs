@@ -141,7 +141,6 @@ async fn mutated_averages_are_dead_lettered_and_a_node_still_commits_a_genuine_w
         id: "publisher".into(),
         data_dir: dir.path().to_path_buf(),
         threads: 1,
-        max_payload: 64 * 1024,
         ..NodeConfig::default()
     };
     let (bus, mut peer) = Bus::memory(64);
@@ -152,7 +151,7 @@ async fn mutated_averages_are_dead_lettered_and_a_node_still_commits_a_genuine_w
         .iter()
         .map(|t| Average::of(t, "a1"))
         .collect();
-    let mut m = Mutator::new(0x5eed_0002, config.max_payload);
+    let mut m = Mutator::new(0x5eed_0002, config.max_average);
     let mut kinds = Vec::with_capacity(CASES);
     for case in 0..CASES {
         let original = &averages[case % 4];

@@ -152,8 +152,17 @@ fn the_store_refuses_what_the_rules_refuse_and_keeps_nothing_of_it() {
     b.difficulty = 0;
     cases.push((b, "hash mismatch"));
     // Another genesis: the same shape, a signature over another chain id.
-    let other = support::genesis_at(7);
-    let b = support::mine_blocks(&other, &other.header(), &key(2), vec![vec![]]).remove(0);
+    let other = {
+        let mut spec = wattchain::ledger::GenesisSpec::pow(8);
+        spec.name = "another-chain".into();
+        spec.created = g.created;
+        Genesis::new(spec).unwrap()
+    };
+    // Valid work on our head, signed for the other chain id: only the signature can tell.
+    let b = g
+        .template(&head, vec![], head.timestamp, key(2).public())
+        .mine(&wattchain::ledger::Miner::new(1), &Default::default(), &key(2), &other.id())
+        .unwrap();
     cases.push((b, "bad signature"));
     // Too little work: a nonce that misses the genesis difficulty.
     let mut t = g.template(&head, vec![], ts(BASE_MS), key(2).public());
@@ -223,7 +232,8 @@ fn one_changed_digit_in_an_average_is_a_hash_mismatch_at_that_block() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = build_chain(dir.path(), 5);
     let mut l = lines(&path);
-    l[3] = l[3].replacen("\"U\":231.", "\"U\":232.", 1);
+    assert!(l[3].contains("\"PA\":345.375"));
+    l[3] = l[3].replacen("\"PA\":345.375", "\"PA\":345.376", 1);
     write_lines(&path, &l);
     assert_rejected_at(&path, 3, "hash mismatch");
 }

@@ -226,7 +226,7 @@ fn engines_agree_with_sha2_at_the_edges_of_the_nonce_words() {
 
 #[test]
 fn one_thread_finds_the_lowest_qualifying_nonce_with_every_engine() {
-    let prefix = HeaderPrefix::new(5, 10, &Hash32([1; 32]), &Hash32([2; 32]), 1_700_000_000_000);
+    let prefix = HeaderPrefix::new(5, 10, &Hash32([1; 32]), &Hash32([2; 32]), 1_700_000_000_001);
     // 10 bits: found in the first trials, on the calling thread. 17 bits: past the calling
     // thread's first share of the search, so the mining threads must continue where it
     // stopped, skipping and repeating nothing.

@@ -134,15 +134,20 @@ async fn each_block_goes_to_the_cabinets_it_commits_and_a_reissue_only_to_its_ca
         .unwrap()
         .index;
     deliver_window(&peer, "c2", 0).await;
-    let again = collect(&mut peer, |s| !s.is_empty()).await;
-    let (route, block) = &again[0];
-    assert_eq!(
-        route,
-        &Route::Commit {
-            cabinet: "c2".into()
+    let c2 = Route::Commit {
+        cabinet: "c2".into(),
+    };
+    let again = collect(&mut peer, |s| s.iter().any(|(r, _)| *r == c2)).await;
+    for (route, block) in &again {
+        match route {
+            // Empty blocks burying the last windows may follow: they commit nothing.
+            Route::Block => assert!(block.records().is_empty(), "{block:?}"),
+            r => {
+                assert_eq!(r, &c2, "only c2 hears about its window again");
+                assert_eq!(block.index, c2_block);
+            }
         }
-    );
-    assert_eq!(block.index, c2_block);
+    }
 
     stop.cancel();
     let stats = agent.await.unwrap().unwrap();

@@ -47,8 +47,10 @@ pub struct NodeConfig {
     pub max_records_per_block: usize,
     /// Most windows in progress before the oldest partial one is dropped.
     pub max_pending: usize,
-    /// Largest payload accepted on a ledger or average topic, bytes.
+    /// Largest payload accepted on a ledger topic (blocks, sync replies), bytes.
     pub max_payload: usize,
+    /// Largest average payload accepted, bytes.
+    pub max_average: usize,
     /// Least time between two re-publications of the same block for a cabinet.
     #[serde(with = "humantime_serde")]
     pub reack_interval: Duration,
@@ -77,6 +79,7 @@ impl Default for NodeConfig {
             max_records_per_block: engine.max_records_per_block,
             max_pending: engine.max_pending,
             max_payload: 1 << 20,
+            max_average: 64 << 10,
             reack_interval: Duration::from_millis(engine.reack_interval_ms),
             sync_timeout: Duration::from_millis(engine.sync_timeout_ms),
             max_sync_headers: engine.max_sync_headers,

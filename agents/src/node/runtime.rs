@@ -245,7 +245,7 @@ impl Router {
             return Ok(None); // A cleared retained message.
         }
         let event = match self.topics.parse(&msg.topic) {
-            Some(Route::Average { cabinet, quantity }) => match decode::<Average>(&msg.payload, max) {
+            Some(Route::Average { cabinet, quantity }) => match decode::<Average>(&msg.payload, self.config.max_average) {
                 Ok(a) if a.cabinet == cabinet && a.quantity == quantity => Event::Average(a),
                 Ok(a) => return self.refuse(&msg, &format!("payload is for {}/{}", a.cabinet, a.quantity)),
                 Err(e) => return self.refuse(&msg, &e.to_string()),
