@@ -246,8 +246,9 @@ pub(crate) struct CabinetRunArgs {
     /// QoS of quadruplets (0 or 1).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub(crate) quad_qos: u8,
-    /// The chain's genesis.json: windows leave the outbox only when final under its rules.
-    #[arg(long, required = true)]
+    /// The chain's genesis.json (required): windows leave the outbox only when final under
+    /// its rules, as the cabinet checks them itself.
+    #[arg(long)]
     pub(crate) genesis: Option<PathBuf>,
     /// How often the energy total is saved (DATA_DIR/energy.json) and published.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

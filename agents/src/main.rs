@@ -371,7 +371,8 @@ async fn run_cabinet(args: CabinetRunArgs) -> Result<ExitCode> {
             QoS::AtMostOnce
         },
         topics: args.bus.topics()?,
-        genesis: Some(ledger::Genesis::load(args.genesis.as_ref().context("--genesis is required")?)?),
+        // Checked after every other setting (cabinet::run refuses to start without one).
+        genesis: args.genesis.as_deref().map(ledger::Genesis::load).transpose()?,
         energy_every: args.energy_every,
         ha: args.ha.config()?,
         ..CabinetConfig::new(&id, modbus, data_dir)

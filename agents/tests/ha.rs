@@ -551,6 +551,8 @@ fn cabinet(
         wattchain()
             .args(["cabinet", "--broker", &broker.to_string()])
             .args(["--modbus", &sim.to_string(), "--id", "c1"])
+            .arg("--genesis")
+            .arg(support::genesis_file(dir))
             .args([
                 "--period",
                 "50ms",
@@ -908,6 +910,7 @@ async fn the_example_users_file_lets_cabinet_publisher_and_home_assistant_do_dis
         period: Duration::from_millis(50),
         energy_every: Duration::from_millis(100),
         source: SourceConfig::Synthetic(SyntheticConfig::new(20.0, None)),
+        genesis: Some(support::genesis()),
         ..CabinetConfig::new("c1", "127.0.0.1:9".parse().unwrap(), dir.path().join("c1"))
     };
     let base = login(&config.agent_id(), cabinet::ROLE, "cabinet-c1");
@@ -915,7 +918,7 @@ async fn the_example_users_file_lets_cabinet_publisher_and_home_assistant_do_dis
     let bus = Bus::connect(base, config.subscriptions()).unwrap();
     let stop = CancellationToken::new();
     let cabinet_task = tokio::spawn(cabinet::run(config, bus, status_bus, stop.clone()));
-    let mut publisher_options = login("publisher", "publisher", "publisher");
+    let mut publisher_options = login("publisher", "node", "publisher");
     publisher_options.republish_on = ha.birth();
     let publisher = Bus::connect(publisher_options, vec![]).unwrap();
     ha::announce(

@@ -577,3 +577,12 @@ pub fn final_commit(cabinet: &str, tasks: &[WindowTask]) -> Vec<wattchain::bus::
     }
     out
 }
+
+/// Writes the tests' genesis into `dir` (once) and returns its path, for processes.
+pub fn genesis_file(dir: &Path) -> PathBuf {
+    let path = dir.join("test-genesis.json");
+    if !path.exists() {
+        genesis().write_new(&path).unwrap();
+    }
+    path
+}
