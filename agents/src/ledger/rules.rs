@@ -163,6 +163,23 @@ impl fmt::Display for Violation {
     }
 }
 
+/// Part of step 1: the optional keys `consensus` and `certificate` only where the mode uses them.
+pub fn check_mode_keys(genesis: &Genesis, header: &Header) -> Result<(), Violation> {
+    let used = genesis.consensus.block_keys();
+    for (key, present) in [
+        ("consensus", header.consensus.is_some()),
+        ("certificate", header.certificate.is_some()),
+    ] {
+        if present && !used.contains(&key) {
+            return Err(Violation::Unparseable(format!(
+                "key {key} is not used under {}",
+                genesis.consensus.mode()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Block 0: it must equal the block derived from the genesis document (step 3).
 pub fn check_genesis_block(genesis: &Genesis, block: &Block) -> Result<(), Violation> {
     if block.index != 0 {
@@ -193,6 +210,7 @@ pub fn check_header_with(
     parent: &Header,
     verified: &mut Verified,
 ) -> Result<(), Violation> {
+    check_mode_keys(genesis, header)?;
     let rules = &genesis.consensus;
     let expected = parent.index.saturating_add(1);
     if header.index != expected {
@@ -253,6 +271,7 @@ pub fn check_detached(genesis: &Genesis, header: &Header) -> Result<(), Violatio
 
 /// [`check_detached`] with a cache of verified signatures.
 pub fn check_detached_with(genesis: &Genesis, header: &Header, verified: &mut Verified) -> Result<(), Violation> {
+    check_mode_keys(genesis, header)?;
     let rules = &genesis.consensus;
     let seal = rules.seal(header.consensus.as_ref()).map_err(Violation::Mode)?;
     let computed = header.computed_hash(&seal);

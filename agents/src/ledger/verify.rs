@@ -10,7 +10,7 @@ use super::block::{Block, Header};
 use super::consensus::Work;
 use super::encoding::Hash32;
 use super::genesis::Genesis;
-use super::rules::{check_block, check_genesis_block, Violation};
+use super::rules::{check_block, check_genesis_block, check_mode_keys, Violation};
 use super::timestamp::Timestamp;
 use super::windows::{CabinetWindows, WindowIndex};
 
@@ -146,6 +146,8 @@ pub fn verify_file(genesis: &Genesis, path: &Path) -> Result<VerifySummary, Veri
             Err(_) if !terminated => return Err(fail(Violation::TornLine).into()),
             Err(why) => return Err(fail(Violation::Unparseable(why)).into()),
         };
+        let header = block.header();
+        check_mode_keys(genesis, &header).map_err(fail)?;
         if block.index != line - 1 {
             return Err(fail(Violation::IndexOutOfSequence {
                 expected: line - 1,
@@ -160,7 +162,6 @@ pub fn verify_file(genesis: &Genesis, path: &Path) -> Result<VerifySummary, Veri
                 producers.insert(block.producer);
             }
         }
-        let header = block.header();
         work += genesis.consensus.weight(&header);
         first.get_or_insert(block.timestamp);
         records += block.records().len() as u64;

@@ -149,6 +149,10 @@ pub trait Consensus: Send + Sync + fmt::Debug {
     /// The genesis `consensus` object this mode was built from (for writing genesis.json).
     fn params(&self) -> Map<String, Value>;
 
+    /// Which of the optional block keys `consensus` and `certificate` this mode's blocks carry
+    /// (pow: none). A block with another is refused at parse time, like an unknown key.
+    fn block_keys(&self) -> &'static [&'static str];
+
     /// The difficulty (leading zero bits) the rules require of a block at `index`.
     fn difficulty(&self, index: u64) -> u32;
 

@@ -78,6 +78,10 @@ impl Consensus for Pow {
         m
     }
 
+    fn block_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     fn difficulty(&self, index: u64) -> u32 {
         if index == 0 {
             0
