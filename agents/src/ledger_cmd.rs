@@ -132,6 +132,11 @@ pub(crate) fn chain(command: ChainCommand) -> ExitCode {
 }
 
 fn verify(genesis: Option<PathBuf>, file: &Path) -> ExitCode {
+    // The file named first: a missing chain is reported as such, not as a missing genesis.
+    if let Err(e) = std::fs::File::open(file) {
+        eprintln!("error: cannot read chain file {}: {e}", file.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
     let genesis_path = genesis.unwrap_or_else(|| {
         file.parent()
             .filter(|p| !p.as_os_str().is_empty())

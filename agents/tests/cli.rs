@@ -393,3 +393,108 @@ fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
     let plain = on_tty(Some("1"));
     assert!(!plain.contains('\x1b'), "NO_COLOR ignored: {plain:?}");
 }
+
+/// The defects of issue 15: an impossible difficulty is refused before anything starts or is
+/// written; I/O errors name the right file once, with the right noun.
+#[test]
+fn impossible_difficulties_and_unusable_paths_are_refused_before_anything_is_written() {
+    let data = tempfile::tempdir().unwrap();
+    let afile = data.path().join("afile");
+    std::fs::write(&afile, "").unwrap();
+    let fresh = data.path().join("never-created");
+    let fresh_arg = fresh.to_string_lossy().into_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            ["publisher", "--broker", "mqtt://127.0.0.1:1", "--difficulty", "256", "--data-dir", &fresh_arg]
+                .map(String::from)
+                .to_vec(),
+            "at most 40",
+        ),
+        (
+            ["publisher", "--broker", "mqtt://127.0.0.1:1", "--difficulty", "300", "--data-dir", &fresh_arg]
+                .map(String::from)
+                .to_vec(),
+            "at most 40",
+        ),
+        (
+            ["up", "--listen", "127.0.0.1:0", "--difficulty", "300", "--data-dir", &fresh_arg]
+                .map(String::from)
+                .to_vec(),
+            "--difficulty must be 0..=40",
+        ),
+        (
+            ["genesis", "new", "--difficulty", "41", "--out"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([format!("{fresh_arg}/g.json")])
+                .collect(),
+            "2^41",
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = wattchain().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(expect), "{args:?}: {}", text(&out));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("is up"), "{args:?}");
+        assert!(!fresh.exists(), "{args:?} wrote {}", fresh.display());
+    }
+    // A data directory that is a file: said once, as a data directory.
+    let out = wattchain()
+        .args(["publisher", "--broker", "mqtt://127.0.0.1:1", "--data-dir"])
+        .arg(&afile)
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("data directory") && said.contains("not a directory"), "{said}");
+    assert_eq!(said.matches("not a directory").count(), 1, "the cause once: {said}");
+    // chain verify of a missing file: an I/O error (exit 2) naming the chain file, not block 0.
+    let out = wattchain().args(["chain", "verify", "/nonexistent"]).output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("cannot read chain file /nonexistent"), "{said}");
+    assert!(!said.contains("block 0"), "{said}");
+    assert_eq!(said.matches("No such file").count(), 1, "{said}");
+}
+
+/// `genesis new`, `node keygen`, `chain show` as a user runs them.
+#[test]
+fn genesis_keygen_and_chain_show_work_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = dir.path().join("genesis.json");
+    let out = wattchain()
+        .args(["genesis", "new", "--consensus", "pow", "--difficulty", "6", "--finality-depth", "4", "--out"])
+        .arg(&genesis)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let g = wattchain::ledger::Genesis::load(&genesis).unwrap();
+    assert!(text(&out).contains(&g.id().to_hex()), "prints the chain id: {}", text(&out));
+    assert_eq!(g.finality_depth, 4);
+    let again = wattchain().args(["genesis", "new", "--out"]).arg(&genesis).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("refusing to overwrite"), "{}", text(&again));
+
+    let key = dir.path().join("node.key");
+    let out = wattchain().args(["node", "keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(wattchain::ledger::NodeKey::load(&key).unwrap().public().to_hex(), public);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let chain = dir.path().join("chain.jsonl");
+    let blocks = support::mine_blocks(&g, &g.header(), &wattchain::ledger::NodeKey::load(&key).unwrap(), vec![vec![], vec![]]);
+    let mut lines = vec![g.block().to_json()];
+    lines.extend(blocks.iter().map(|b| b.to_json()));
+    std::fs::write(&chain, lines.join("\n") + "\n").unwrap();
+    let out = wattchain().args(["chain", "show", "--from", "1", "--limit", "1"]).arg(&chain).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+    assert!(shown.starts_with("#1 ") && shown.contains(&public[..8]), "{shown}");
+    let out = wattchain().args(["chain", "show", "--json"]).arg(&chain).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    let out = wattchain().args(["chain", "verify"]).arg(&chain).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -28,12 +28,12 @@ pub const MAX_FINALITY_DEPTH: u64 = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {
     /// The file could not be read or written.
-    #[error("genesis file {}: {source}", path.display())]
+    #[error("genesis file {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a separate source: it is shown once).
+        cause: std::io::Error,
     },
     /// `genesis new` never overwrites a chain's rules.
     #[error("genesis file {} already exists; refusing to overwrite it", path.display())]
@@ -250,7 +250,7 @@ impl Genesis {
     pub fn load(path: &Path) -> Result<Genesis, GenesisError> {
         let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Genesis::parse(&text).map_err(|error| GenesisError::InFile {
             path: path.to_path_buf(),
@@ -263,7 +263,7 @@ impl Genesis {
         use std::io::Write;
         let io = |source| GenesisError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;

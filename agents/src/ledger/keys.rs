@@ -23,12 +23,12 @@ pub const KEY_FILE: &str = "node.key";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The key file could not be read or written.
-    #[error("key file {}: {source}", path.display())]
+    #[error("key file {}: {cause}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a separate source: it is shown once).
+        cause: std::io::Error,
     },
     /// The file exists already (keygen never overwrites an identity).
     #[error("key file {} already exists; refusing to overwrite an identity", path.display())]
@@ -114,7 +114,7 @@ impl NodeKey {
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         let io = |source| KeyError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io)?;
@@ -143,7 +143,7 @@ impl NodeKey {
     pub fn load(path: &Path) -> Result<NodeKey, KeyError> {
         let io = |source| KeyError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         let meta = fs::metadata(path).map_err(io)?;
         #[cfg(unix)]

@@ -30,12 +30,12 @@ pub struct VerifyError {
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyFileError {
     /// The file could not be read at all (exit status 2).
-    #[error("cannot read chain file {}: {source}", path.display())]
+    #[error("cannot read chain file {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a separate source: it is shown once).
+        cause: std::io::Error,
     },
     /// The file is not a valid chain (exit status 1).
     #[error(transparent)]
@@ -111,7 +111,7 @@ impl fmt::Display for VerifySummary {
 pub fn verify_file(genesis: &Genesis, path: &Path) -> Result<VerifySummary, VerifyFileError> {
     let io = |source| VerifyFileError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let file = File::open(path).map_err(io)?;
     if file.metadata().map_err(io)?.is_dir() {

@@ -232,7 +232,7 @@ pub fn settle_genesis(data_dir: &Path, given: Option<&Genesis>) -> Result<Genesi
         }
         (None, None) => Err(NodeError::Genesis(GenesisError::Io {
             path,
-            source: std::io::Error::new(
+            cause: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "no genesis: pass --genesis FILE (made by `wattchain genesis new`)",
             ),

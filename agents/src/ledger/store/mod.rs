@@ -32,12 +32,12 @@ pub const CHAIN_FILE: &str = "chain.jsonl";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Reading or writing the chain file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory concerned.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a separate source: it is shown once).
+        cause: std::io::Error,
     },
     /// The chain file holds an invalid block; the store refuses to open it.
     #[error("chain file {} is invalid: block {} (line {line}): {reason}", path.display(), line - 1)]
