@@ -58,6 +58,10 @@ pub struct EngineConfig {
     /// The node head is published again after this long without a change (peers that missed
     /// one learn it; their map of who holds what stays fresh).
     pub announce_every_ms: u64,
+    /// How long a tie (a peer on another head with as much work) must last before this node
+    /// mines a block to break it; plus up to as much again, different for every node (from its
+    /// key), so that one node usually breaks it alone instead of all at once.
+    pub tie_break_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             max_sync_headers: 100_000,
             peer_timeout_ms: 30_000,
             announce_every_ms: 2_000,
+            tie_break_ms: 500,
         }
     }
 }
@@ -240,6 +245,10 @@ pub struct Engine<L: ChainLog> {
     /// Work of the heaviest branch ending in a block with valid work that breaks a record rule:
     /// light clients cannot see the records, so the chain must outweigh it.
     rival_work: Work,
+    /// Since when a tie with a peer's head has lasted.
+    tie_since: Option<u64>,
+    /// This process's random instance number (in its node heads).
+    instance: u64,
     stats: NodeStats,
 }
 
@@ -270,11 +279,18 @@ impl<L: ChainLog> Engine<L> {
             now_ms: 0,
             last_announce_ms: 0,
             rival_work: 0,
+            tie_since: None,
+            instance: rand::random(),
             stats: NodeStats::default(),
             store,
         };
         engine.last_records = engine.find_last_records();
         engine
+    }
+
+    /// This process's instance number (what its node heads carry).
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// The node's id.
@@ -530,11 +546,19 @@ impl<L: ChainLog> Engine<L> {
         let head = self.store.head().clone();
         let confirmations = head.index - self.last_records;
         let work = self.store.work();
+        let tie = self
+            .peers
+            .values()
+            .any(|p| p.hash != head.hash && p.work >= work);
+        let since = if tie {
+            *self.tie_since.get_or_insert(self.now_ms)
+        } else {
+            self.tie_since = None;
+            self.now_ms
+        };
+        let jitter = u64::from(self.key.public().0[0]) * self.config.tie_break_ms / 255;
         let contested = work <= self.rival_work
-            || self
-                .peers
-                .values()
-                .any(|p| p.hash != head.hash && p.work >= work);
+            || (tie && self.now_ms >= since + self.config.tie_break_ms + jitter);
         let view = View {
             head: &head,
             pending: self.pending.ready(),
@@ -605,6 +629,7 @@ impl<L: ChainLog> Engine<L> {
             work: self.store.work(),
             state: state.map(str::to_owned),
             peers,
+            instance: state.map(|_| self.instance),
             ts: Timestamp::from_millis(self.now_ms).unwrap_or(self.store.head().timestamp).to_string(),
         }
     }

@@ -3,7 +3,7 @@
 //! pool, each under a child of the shutdown token) and the **router** (bus messages decoded into
 //! events, actions turned into publications). [`run`] only wires them together.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,6 +74,7 @@ pub async fn run(
     info!(node = %config.id, chain = %genesis.id(), producer = %key.public(), new_key = created,
         blocks = store.len(), "node ready");
     let engine = Engine::new(&config.id, key.clone(), store, config.engine());
+    let instance = engine.instance();
     let (events, mut actions, chain) = spawn_chain(engine);
     let producer = Producer {
         miner: Arc::new(Miner::new(config.mining_threads())),
@@ -89,8 +90,8 @@ pub async fn run(
         config,
         producer,
         reports,
-        own_heads: VecDeque::new(),
-        started: Instant::now(),
+        instance,
+        started_ms: now_ms(),
         mining_since: None,
         refused: 0,
     };
@@ -228,9 +229,10 @@ struct Router {
     outlet: Outlet,
     producer: Producer,
     reports: Option<mpsc::UnboundedSender<MinedBlock>>,
-    /// Our last node-head payloads: a live one we did not send means another node has our id.
-    own_heads: VecDeque<Bytes>,
-    started: Instant,
+    /// This process's instance number, and when it started (ms since the epoch): a node head
+    /// for our id with another instance, newer than that, means another process has our id.
+    instance: u64,
+    started_ms: u64,
     /// When the current mining job started (for the report of the block it yields).
     mining_since: Option<Instant>,
     /// Messages refused before reaching the engine (they count in its `rejected`).
@@ -266,11 +268,12 @@ impl Router {
             },
             Some(Route::NodeHead { id }) => match decode::<HeadMessage>(&msg.payload, max) {
                 Ok(head) if head.node != id => return self.refuse(&msg, "node head names another node"),
-                Ok(_) if id == self.config.id => {
-                    let ours = self.own_heads.contains(&msg.payload);
-                    // A retained one at start is our previous run's; a live one we did not
-                    // send is another process using our id.
-                    if !ours && !msg.retain && self.started.elapsed() > Duration::from_secs(1) {
+                Ok(head) if id == self.config.id => {
+                    // Another instance number in a head published after we started: another
+                    // live process has our id (a retained head of our previous run is older).
+                    let newer = crate::ledger::Timestamp::parse(&head.ts)
+                        .is_ok_and(|t| t.millis() > self.started_ms);
+                    if head.instance.is_some_and(|i| i != self.instance) && newer {
                         return Err(NodeError::IdTaken(self.config.id.clone()));
                     }
                     return Ok(None);
@@ -356,12 +359,7 @@ impl Router {
             }
             Publication::BestHead(head) => self.outlet.publish_retained(t.head(), encode(&head)),
             Publication::NodeHead(head) => {
-                let payload = Bytes::from(encode(&head));
-                self.own_heads.push_back(payload.clone());
-                if self.own_heads.len() > 16 {
-                    self.own_heads.pop_front();
-                }
-                self.outlet.publish_retained(t.node_head(&self.config.id), payload)
+                self.outlet.publish_retained(t.node_head(&self.config.id), encode(&head))
             }
             Publication::Commit { cabinet, block } => {
                 self.outlet.publish(t.commit(&cabinet), block.to_json(), qos, false).await

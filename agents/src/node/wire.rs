@@ -55,6 +55,10 @@ pub struct HeadMessage {
     /// Ids of the nodes it heard recently (node heads only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// A random number drawn by the node process at start (node heads only): two processes
+    /// with one id tell each other apart by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u64>,
     /// When it was published.
     pub ts: String,
 }
