@@ -72,7 +72,10 @@ fn load_genesis(path: &Option<PathBuf>) -> Result<Option<Genesis>> {
         .transpose()
 }
 
-pub(crate) async fn run_node(args: NodeRunArgs, shutdown: tokio_util::sync::CancellationToken) -> Result<ExitCode> {
+pub(crate) async fn run_node(
+    args: NodeRunArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<ExitCode> {
     let config = node_config(&args, "node")?;
     let genesis = load_genesis(&args.genesis)?;
     if genesis.is_none() && !config.data_dir.join(GENESIS_FILE).exists() {
@@ -84,7 +87,10 @@ pub(crate) async fn run_node(args: NodeRunArgs, shutdown: tokio_util::sync::Canc
     serve(config, genesis, &args, shutdown).await
 }
 
-pub(crate) async fn run_publisher(args: PublisherArgs, shutdown: tokio_util::sync::CancellationToken) -> Result<ExitCode> {
+pub(crate) async fn run_publisher(
+    args: PublisherArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<ExitCode> {
     let config = node_config(&args.node, "publisher")?;
     let mut genesis = load_genesis(&args.node.genesis)?;
     if genesis.is_none() && !config.data_dir.join(GENESIS_FILE).exists() {
@@ -171,7 +177,8 @@ fn verify(genesis: Option<PathBuf>, file: &Path) -> ExitCode {
 
 fn show(file: &Path, json: bool, from: u64, limit: Option<u64>) -> Result<()> {
     use std::io::BufRead;
-    let f = std::fs::File::open(file).with_context(|| format!("cannot read chain file {}", file.display()))?;
+    let f = std::fs::File::open(file)
+        .with_context(|| format!("cannot read chain file {}", file.display()))?;
     let mut out = std::io::stdout().lock();
     let mut shown = 0u64;
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
@@ -193,7 +200,11 @@ fn show(file: &Path, json: bool, from: u64, limit: Option<u64>) -> Result<()> {
             let _ = writeln!(out, "line {}: not a block", i + 1);
             continue;
         };
-        let windows: Vec<String> = b.records().iter().map(|r| format!("{}#{}", r.cabinet, r.window)).collect();
+        let windows: Vec<String> = b
+            .records()
+            .iter()
+            .map(|r| format!("{}#{}", r.cabinet, r.window))
+            .collect();
         let text = format!(
             "#{:<6} {}  {}  by {}  {} windows {}",
             b.index,

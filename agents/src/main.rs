@@ -372,7 +372,11 @@ async fn run_cabinet(args: CabinetRunArgs) -> Result<ExitCode> {
         },
         topics: args.bus.topics()?,
         // Checked after every other setting (cabinet::run refuses to start without one).
-        genesis: args.genesis.as_deref().map(ledger::Genesis::load).transpose()?,
+        genesis: args
+            .genesis
+            .as_deref()
+            .map(ledger::Genesis::load)
+            .transpose()?,
         energy_every: args.energy_every,
         ha: args.ha.config()?,
         ..CabinetConfig::new(&id, modbus, data_dir)

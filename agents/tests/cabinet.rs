@@ -266,7 +266,12 @@ async fn uncommitted_windows_are_republished_at_once_after_a_restart() {
     let publisher = rumqttc_publisher(&url).await;
     for msg in support::final_commit("c1", &tasks0) {
         publisher
-            .publish(msg.topic, rumqttc::QoS::AtLeastOnce, false, msg.payload.to_vec())
+            .publish(
+                msg.topic,
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                msg.payload.to_vec(),
+            )
             .await
             .unwrap();
     }

@@ -38,7 +38,12 @@ fn commit_msg(b: &Block) -> Incoming {
 }
 
 /// The window's block, then k empty blocks on top, as the cabinet would see them.
-fn buried(g: &Genesis, parent: &wattchain::ledger::Header, key: &NodeKey, record: Record) -> Vec<Block> {
+fn buried(
+    g: &Genesis,
+    parent: &wattchain::ledger::Header,
+    key: &NodeKey,
+    record: Record,
+) -> Vec<Block> {
     let mut lists = vec![vec![record]];
     lists.extend((0..g.finality_depth).map(|_| vec![]));
     support::mine_blocks(g, parent, key, lists)
@@ -140,6 +145,7 @@ async fn a_lying_node_releases_no_window_and_an_honest_final_block_does() {
         work: u128::MAX / 4,
         state: None,
         peers: vec![],
+        instance: None,
         ts: "2026-11-21T10:00:00.000Z".into(),
     };
     send_all(
@@ -178,8 +184,16 @@ async fn a_lying_node_releases_no_window_and_an_honest_final_block_does() {
     })
     .await
     .expect("the marker is dead-lettered");
-    assert!(refused.iter().any(|r| r.contains("bad signature")), "{refused:?}");
-    assert!(refused.iter().any(|r| r.contains("another chain") || r.contains("bad signature")), "{refused:?}");
+    assert!(
+        refused.iter().any(|r| r.contains("bad signature")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("another chain") || r.contains("bad signature")),
+        "{refused:?}"
+    );
     while let Ok(out) = status.published.try_recv() {
         if let Some(Route::CabinetStatus { .. }) = Topics::default().parse(&out.topic) {
             let s: CabinetStatus = serde_json::from_slice(&out.payload).unwrap();
@@ -196,7 +210,10 @@ async fn a_lying_node_releases_no_window_and_an_honest_final_block_does() {
     let mut msgs = vec![commit_msg(&good[0])];
     msgs.extend(good.iter().map(|b| header_msg(&g, b)));
     send_all(&cab, msgs).await;
-    status_until(&mut status, "the window released once final", |s| s.outbox == 0).await;
+    status_until(&mut status, "the window released once final", |s| {
+        s.outbox == 0
+    })
+    .await;
 
     stop.cancel();
     let stats = agent.await.unwrap().unwrap();

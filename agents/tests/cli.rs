@@ -61,7 +61,10 @@ fn up_mines_blocks_that_mosquitto_sub_sees_and_stops_cleanly_on_sigterm() {
         .map(|l| serde_json::from_str(l).expect("the head is a head message"))
         .collect();
     assert_eq!(heads.len(), 2);
-    assert!(heads[1].work > heads[0].work, "the best head only gains work");
+    assert!(
+        heads[1].work > heads[0].work,
+        "the best head only gains work"
+    );
     assert!(heads[1].header.index > heads[0].header.index);
 
     let status = up.terminate();
@@ -79,7 +82,10 @@ fn up_mines_blocks_that_mosquitto_sub_sees_and_stops_cleanly_on_sigterm() {
     // One digit of one average changed: both verifiers name the block.
     let original = std::fs::read_to_string(&chain).unwrap();
     let lines: Vec<&str> = original.lines().collect();
-    let target = lines.iter().rposition(|l| l.contains("\"U\":2")).expect("a block with a window");
+    let target = lines
+        .iter()
+        .rposition(|l| l.contains("\"U\":2"))
+        .expect("a block with a window");
     let tampered_line = lines[target].replacen("\"U\":2", "\"U\":3", 1);
     assert_ne!(
         tampered_line, lines[target],
@@ -405,21 +411,45 @@ fn impossible_difficulties_and_unusable_paths_are_refused_before_anything_is_wri
     let fresh_arg = fresh.to_string_lossy().into_owned();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
-            ["publisher", "--broker", "mqtt://127.0.0.1:1", "--difficulty", "256", "--data-dir", &fresh_arg]
-                .map(String::from)
-                .to_vec(),
+            [
+                "publisher",
+                "--broker",
+                "mqtt://127.0.0.1:1",
+                "--difficulty",
+                "256",
+                "--data-dir",
+                &fresh_arg,
+            ]
+            .map(String::from)
+            .to_vec(),
             "at most 40",
         ),
         (
-            ["publisher", "--broker", "mqtt://127.0.0.1:1", "--difficulty", "300", "--data-dir", &fresh_arg]
-                .map(String::from)
-                .to_vec(),
+            [
+                "publisher",
+                "--broker",
+                "mqtt://127.0.0.1:1",
+                "--difficulty",
+                "300",
+                "--data-dir",
+                &fresh_arg,
+            ]
+            .map(String::from)
+            .to_vec(),
             "at most 40",
         ),
         (
-            ["up", "--listen", "127.0.0.1:0", "--difficulty", "300", "--data-dir", &fresh_arg]
-                .map(String::from)
-                .to_vec(),
+            [
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--difficulty",
+                "300",
+                "--data-dir",
+                &fresh_arg,
+            ]
+            .map(String::from)
+            .to_vec(),
             "--difficulty must be 0..=40",
         ),
         (
@@ -435,7 +465,10 @@ fn impossible_difficulties_and_unusable_paths_are_refused_before_anything_is_wri
         let out = wattchain().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(text(&out).contains(expect), "{args:?}: {}", text(&out));
-        assert!(!String::from_utf8_lossy(&out.stdout).contains("is up"), "{args:?}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("is up"),
+            "{args:?}"
+        );
         assert!(!fresh.exists(), "{args:?} wrote {}", fresh.display());
     }
     // A data directory that is a file: said once, as a data directory.
@@ -446,13 +479,26 @@ fn impossible_difficulties_and_unusable_paths_are_refused_before_anything_is_wri
         .unwrap();
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("data directory") && said.contains("not a directory"), "{said}");
-    assert_eq!(said.matches("not a directory").count(), 1, "the cause once: {said}");
+    assert!(
+        said.contains("data directory") && said.contains("not a directory"),
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("not a directory").count(),
+        1,
+        "the cause once: {said}"
+    );
     // chain verify of a missing file: an I/O error (exit 2) naming the chain file, not block 0.
-    let out = wattchain().args(["chain", "verify", "/nonexistent"]).output().unwrap();
+    let out = wattchain()
+        .args(["chain", "verify", "/nonexistent"])
+        .output()
+        .unwrap();
     let said = text(&out);
     assert_eq!(out.status.code(), Some(2), "{said}");
-    assert!(said.contains("cannot read chain file /nonexistent"), "{said}");
+    assert!(
+        said.contains("cannot read chain file /nonexistent"),
+        "{said}"
+    );
     assert!(!said.contains("block 0"), "{said}");
     assert_eq!(said.matches("No such file").count(), 1, "{said}");
 }
@@ -463,38 +509,93 @@ fn genesis_keygen_and_chain_show_work_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let genesis = dir.path().join("genesis.json");
     let out = wattchain()
-        .args(["genesis", "new", "--consensus", "pow", "--difficulty", "6", "--finality-depth", "4", "--out"])
+        .args([
+            "genesis",
+            "new",
+            "--consensus",
+            "pow",
+            "--difficulty",
+            "6",
+            "--finality-depth",
+            "4",
+            "--out",
+        ])
         .arg(&genesis)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let g = wattchain::ledger::Genesis::load(&genesis).unwrap();
-    assert!(text(&out).contains(&g.id().to_hex()), "prints the chain id: {}", text(&out));
+    assert!(
+        text(&out).contains(&g.id().to_hex()),
+        "prints the chain id: {}",
+        text(&out)
+    );
     assert_eq!(g.finality_depth, 4);
-    let again = wattchain().args(["genesis", "new", "--out"]).arg(&genesis).output().unwrap();
+    let again = wattchain()
+        .args(["genesis", "new", "--out"])
+        .arg(&genesis)
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(1));
-    assert!(text(&again).contains("refusing to overwrite"), "{}", text(&again));
+    assert!(
+        text(&again).contains("refusing to overwrite"),
+        "{}",
+        text(&again)
+    );
 
     let key = dir.path().join("node.key");
-    let out = wattchain().args(["node", "keygen", "--out"]).arg(&key).output().unwrap();
+    let out = wattchain()
+        .args(["node", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(wattchain::ledger::NodeKey::load(&key).unwrap().public().to_hex(), public);
+    assert_eq!(
+        wattchain::ledger::NodeKey::load(&key)
+            .unwrap()
+            .public()
+            .to_hex(),
+        public
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let chain = dir.path().join("chain.jsonl");
-    let blocks = support::mine_blocks(&g, &g.header(), &wattchain::ledger::NodeKey::load(&key).unwrap(), vec![vec![], vec![]]);
+    let blocks = support::mine_blocks(
+        &g,
+        &g.header(),
+        &wattchain::ledger::NodeKey::load(&key).unwrap(),
+        vec![vec![], vec![]],
+    );
     let mut lines = vec![g.block().to_json()];
     lines.extend(blocks.iter().map(|b| b.to_json()));
     std::fs::write(&chain, lines.join("\n") + "\n").unwrap();
-    let out = wattchain().args(["chain", "show", "--from", "1", "--limit", "1"]).arg(&chain).output().unwrap();
+    let out = wattchain()
+        .args(["chain", "show", "--from", "1", "--limit", "1"])
+        .arg(&chain)
+        .output()
+        .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(shown.lines().count(), 1, "{shown}");
-    assert!(shown.starts_with("#1 ") && shown.contains(&public[..8]), "{shown}");
-    let out = wattchain().args(["chain", "show", "--json"]).arg(&chain).output().unwrap();
+    assert!(
+        shown.starts_with("#1 ") && shown.contains(&public[..8]),
+        "{shown}"
+    );
+    let out = wattchain()
+        .args(["chain", "show", "--json"])
+        .arg(&chain)
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
-    let out = wattchain().args(["chain", "verify"]).arg(&chain).output().unwrap();
+    let out = wattchain()
+        .args(["chain", "verify"])
+        .arg(&chain)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }

@@ -447,6 +447,7 @@ fn every_template_renders_real_payloads_to_what_home_assistant_expects() {
         work: 42,
         state: None,
         peers: vec![],
+        instance: None,
         ts: "2026-11-21T10:15:31.407Z".into(),
     })
     .unwrap();
@@ -772,9 +773,15 @@ fn the_publisher_announces_the_ledger_device_on_the_retained_head() {
         check_rules("homeassistant", topic, &config);
         let state = render(config["value_template"].as_str().unwrap(), &head);
         if topic.contains("block_height") {
-            assert_eq!(json!(state.parse::<u64>().unwrap()), head_json["header"]["index"]);
+            assert_eq!(
+                json!(state.parse::<u64>().unwrap()),
+                head_json["header"]["index"]
+            );
         } else {
-            assert_eq!(ha_timestamp(&state), rfc3339(&head_json["header"]["timestamp"]));
+            assert_eq!(
+                ha_timestamp(&state),
+                rfc3339(&head_json["header"]["timestamp"])
+            );
         }
     }
     assert!(publisher.terminate().success());

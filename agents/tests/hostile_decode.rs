@@ -61,7 +61,12 @@ fn chain(len: u64) -> (Genesis, Vec<Block>) {
     let g = support::genesis_at(0);
     let lists = (1..len).map(|w| vec![record_of(&tasks("c1", w))]).collect();
     let mut blocks = vec![g.block()];
-    blocks.extend(support::mine_blocks(&g, &g.header(), &NodeKey::from_seed([3; 32]), lists));
+    blocks.extend(support::mine_blocks(
+        &g,
+        &g.header(),
+        &NodeKey::from_seed([3; 32]),
+        lists,
+    ));
     (g, blocks)
 }
 
@@ -145,7 +150,13 @@ async fn mutated_averages_are_dead_lettered_and_a_node_still_commits_a_genuine_w
     };
     let (bus, mut peer) = Bus::memory(64);
     let stop = CancellationToken::new();
-    let agent = tokio::spawn(node::run(config.clone(), Some(support::genesis()), bus, stop.clone(), None));
+    let agent = tokio::spawn(node::run(
+        config.clone(),
+        Some(support::genesis()),
+        bus,
+        stop.clone(),
+        None,
+    ));
 
     let averages: Vec<Average> = tasks("c1", 7)
         .iter()
@@ -211,7 +222,8 @@ async fn mutated_averages_are_dead_lettered_and_a_node_still_commits_a_genuine_w
         "every rejection is counted and dead-lettered"
     );
     assert!(letters > CASES as u64 / 2, "{letters} of {CASES} refused");
-    let summary = verify_file(&support::genesis(), &config.chain_path()).expect("the chain stays verifiable");
+    let summary =
+        verify_file(&support::genesis(), &config.chain_path()).expect("the chain stays verifiable");
     assert!(summary.blocks >= 2);
 }
 
@@ -231,8 +243,12 @@ fn mutated_blocks_never_commit_a_window_they_do_not_match() {
     let ours = tasks("c1", 0);
     let g = support::genesis();
     let key = NodeKey::from_seed([4; 32]);
-    let genuine = support::mine_blocks(&g, &g.header(), &key, vec![vec![record_of(&ours)]]).remove(0);
-    assert_eq!(light_accepts(&ours, genuine.to_json().as_bytes()), Ok(genuine.clone()));
+    let genuine =
+        support::mine_blocks(&g, &g.header(), &key, vec![vec![record_of(&ours)]]).remove(0);
+    assert_eq!(
+        light_accepts(&ours, genuine.to_json().as_bytes()),
+        Ok(genuine.clone())
+    );
 
     let mut m = Mutator::new(0x5eed_0003, 1 << 20);
     let mut tally = Tally::default();
@@ -242,7 +258,10 @@ fn mutated_blocks_never_commit_a_window_they_do_not_match() {
         match light_accepts(&ours, &payload) {
             // Every field is hashed or signed: an accepted variant can only be the same block.
             Ok(b) => {
-                assert_eq!(b, genuine, "case {case} ({kind}) accepted a different block");
+                assert_eq!(
+                    b, genuine,
+                    "case {case} ({kind}) accepted a different block"
+                );
                 tally.count(kind, false);
             }
             Err(_) => tally.count(kind, true),
@@ -264,7 +283,11 @@ fn mutated_blocks_never_commit_a_window_they_do_not_match() {
         }
         let lie = support::mine_blocks(&g, &g.header(), &key, vec![vec![r]]).remove(0);
         match light_accepts(&ours, lie.to_json().as_bytes()) {
-            Ok(_) => assert_eq!(case % 4, 3, "case {case}: a record with foreign digests passed"),
+            Ok(_) => assert_eq!(
+                case % 4,
+                3,
+                "case {case}: a record with foreign digests passed"
+            ),
             Err(refusal) => {
                 assert_eq!(refusal, BlockRefusal::NotOurSamples { window: 0 });
                 forged_refused += 1;

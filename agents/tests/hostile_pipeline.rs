@@ -42,7 +42,12 @@ fn foreign_block_json() -> serde_json::Value {
     let g = support::genesis();
     let tasks: Vec<WindowTask> = Quantity::ALL.iter().map(|&q| task("zz", 1, q)).collect();
     let key = NodeKey::from_seed([0x77; 32]);
-    let block = support::mine_blocks(&g, &g.header(), &key, vec![vec![support::record_of(&tasks)]]);
+    let block = support::mine_blocks(
+        &g,
+        &g.header(),
+        &key,
+        vec![vec![support::record_of(&tasks)]],
+    );
     serde_json::to_value(&block[0]).unwrap()
 }
 
@@ -50,7 +55,10 @@ fn foreign_block_json() -> serde_json::Value {
 fn cabinet_refuses(payload: &[u8]) -> bool {
     let mut light = Finality::new("c1", "cabinet-c1", support::genesis());
     let held = BTreeMap::<u64, Vec<WindowTask>>::new();
-    let Ok(block) = std::str::from_utf8(payload).map_err(|_| ()).and_then(|t| Block::from_json(t).map_err(|_| ())) else {
+    let Ok(block) = std::str::from_utf8(payload)
+        .map_err(|_| ())
+        .and_then(|t| Block::from_json(t).map_err(|_| ()))
+    else {
         return true;
     };
     light.on_block(block, &held, 0).is_err()
@@ -160,7 +168,10 @@ async fn hostile_messages_on_every_agent_topic_are_dead_lettered_while_windows_k
     let commits = rec.with(|s| s.commits("c1"));
     assert!(commits.values().all(|&n| n == 1), "{commits:?}");
     assert!(commits.keys().all(|&w| w < 1_000_000), "{commits:?}");
-    verify_file(&support::genesis(), &data.path().join("publisher").join(CHAIN_FILE))
-        .expect("chain verifies");
+    verify_file(
+        &support::genesis(),
+        &data.path().join("publisher").join(CHAIN_FILE),
+    )
+    .expect("chain verifies");
     broker.stop().await;
 }

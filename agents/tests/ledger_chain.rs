@@ -57,14 +57,23 @@ fn key(n: u8) -> NodeKey {
 }
 
 /// Genesis plus `blocks` blocks; block k holds windows 2k-2 and 2k-1 of cab-a and k of cab-b.
-fn build_chain(dir: &Path, blocks: u64) -> (PathBuf, ChainStore<wattchain::ledger::store::FileLog>) {
+fn build_chain(
+    dir: &Path,
+    blocks: u64,
+) -> (PathBuf, ChainStore<wattchain::ledger::store::FileLog>) {
     let g = genesis();
     g.write_new(&dir.join(GENESIS_FILE)).unwrap();
     let path = dir.join("chain.jsonl");
     let (mut store, report) = ChainStore::open(&g, &path, Limits::default()).expect("open");
     assert!(report.created);
     let lists = (1..=blocks)
-        .map(|k| vec![record("cab-a", 2 * k - 2), record("cab-a", 2 * k - 1), record("cab-b", k)])
+        .map(|k| {
+            vec![
+                record("cab-a", 2 * k - 2),
+                record("cab-a", 2 * k - 1),
+                record("cab-b", k),
+            ]
+        })
         .collect();
     for b in support::mine_blocks(&g, store.head(), &key(1), lists) {
         assert_eq!(store.insert(b).unwrap().status, Status::Extended);
@@ -74,7 +83,11 @@ fn build_chain(dir: &Path, blocks: u64) -> (PathBuf, ChainStore<wattchain::ledge
 
 fn python_verify(path: &Path) -> (i32, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify_chain.py");
-    let out = Command::new("python3").arg(script).arg(path).output().expect("python3 runs");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("python3 runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -84,7 +97,11 @@ fn python_verify(path: &Path) -> (i32, String) {
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn write_lines(path: &Path, lines: &[String]) {
@@ -99,11 +116,17 @@ fn assert_rejected_at(path: &Path, index: u64, reason_text: &str) {
     };
     assert_eq!((err.index, err.line), (index, index + 1), "{err}");
     let shown = err.to_string();
-    assert!(shown.starts_with(&format!("block {index} (line {})", index + 1)), "{shown}");
+    assert!(
+        shown.starts_with(&format!("block {index} (line {})", index + 1)),
+        "{shown}"
+    );
     assert!(shown.contains(reason_text), "{shown}");
     let (code, text) = python_verify(path);
     assert_eq!(code, 1, "python: {text}");
-    assert!(text.starts_with(&format!("block {index} (line {}): ", index + 1)), "{text}");
+    assert!(
+        text.starts_with(&format!("block {index} (line {}): ", index + 1)),
+        "{text}"
+    );
     assert!(text.contains(reason_text), "{text}");
 }
 
@@ -112,8 +135,14 @@ fn a_signed_chain_passes_both_verifiers_with_matching_summaries() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = build_chain(dir.path(), 5);
     let summary = verify_file(&genesis(), &path).expect("valid");
-    assert_eq!((summary.blocks, summary.records, summary.cabinets.len()), (6, 15, 2));
-    assert_eq!((summary.cabinets[0].count, summary.cabinets[0].max), (10, 9));
+    assert_eq!(
+        (summary.blocks, summary.records, summary.cabinets.len()),
+        (6, 15, 2)
+    );
+    assert_eq!(
+        (summary.cabinets[0].count, summary.cabinets[0].max),
+        (10, 9)
+    );
     assert_eq!(summary.producers, 1);
     assert!(summary.gaps.is_empty());
     assert_eq!(summary.chain_id, genesis().id());
@@ -161,7 +190,12 @@ fn the_store_refuses_what_the_rules_refuse_and_keeps_nothing_of_it() {
     // Valid work on our head, signed for the other chain id: only the signature can tell.
     let b = g
         .template(&head, vec![], head.timestamp, key(2).public())
-        .mine(&wattchain::ledger::Miner::new(1), &Default::default(), &key(2), &other.id())
+        .mine(
+            &wattchain::ledger::Miner::new(1),
+            &Default::default(),
+            &key(2),
+            &other.id(),
+        )
         .unwrap();
     cases.push((b, "bad signature"));
     // Too little work: a nonce that misses the genesis difficulty.
@@ -197,8 +231,15 @@ fn a_heavier_branch_moves_the_main_chain_and_the_file_follows_it() {
         vec![record("cab-b", 3)],
     ];
     let branch = support::mine_blocks(&g, &fork, &key(3), lists);
-    assert_eq!(store.insert(branch[0].clone()).unwrap().status, Status::Side);
-    assert_eq!(store.insert(branch[1].clone()).unwrap().status, Status::Side, "a tie keeps the first seen");
+    assert_eq!(
+        store.insert(branch[0].clone()).unwrap().status,
+        Status::Side
+    );
+    assert_eq!(
+        store.insert(branch[1].clone()).unwrap().status,
+        Status::Side,
+        "a tie keeps the first seen"
+    );
     let insert = store.insert(branch[2].clone()).unwrap();
     assert_eq!(insert.status, Status::Reorged);
     assert_eq!(store.head().hash, branch[2].hash);
@@ -215,7 +256,11 @@ fn a_crash_at_any_byte_of_an_append_leaves_a_chain_that_reopens_and_verifies() {
     let (path, store) = build_chain(dir.path(), 3);
     drop(store);
     let full = std::fs::read(&path).unwrap();
-    let last_start = full[..full.len() - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let last_start = full[..full.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
     for cut in last_start..full.len() {
         std::fs::write(&path, &full[..cut]).unwrap();
         let (store, _) = ChainStore::open(&genesis(), &path, Limits::default())
@@ -287,13 +332,20 @@ fn gaps_in_a_cabinets_windows_are_warned_not_refused() {
     g.write_new(&dir.path().join(GENESIS_FILE)).unwrap();
     let path = dir.path().join("chain.jsonl");
     let (mut store, _) = ChainStore::open(&g, &path, Limits::default()).unwrap();
-    let lists = vec![vec![record("c1", 120)], vec![record("c1", 125)], vec![record("c1", 126)]];
+    let lists = vec![
+        vec![record("c1", 120)],
+        vec![record("c1", 125)],
+        vec![record("c1", 126)],
+    ];
     for b in support::mine_blocks(&g, store.head(), &key(1), lists) {
         store.insert(b).unwrap();
     }
     drop(store);
     let summary = verify_file(&g, &path).expect("gaps are not invalid");
-    assert_eq!(summary.gap_warnings(), vec!["c1: 121..=124 missing".to_string()]);
+    assert_eq!(
+        summary.gap_warnings(),
+        vec!["c1: 121..=124 missing".to_string()]
+    );
     let (code, text) = python_verify(&path);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("121..=124"), "python warns too: {text}");
@@ -312,7 +364,10 @@ fn an_empty_or_missing_file_is_not_a_chain_and_says_which() {
         Err(e @ VerifyFileError::Io { .. }) => {
             let text = e.to_string();
             assert!(text.starts_with("cannot read chain file"), "{text}");
-            assert!(!text.contains("block 0"), "an I/O error is not a bad block: {text}");
+            assert!(
+                !text.contains("block 0"),
+                "an I/O error is not a bad block: {text}"
+            );
         }
         other => panic!("{other:?}"),
     }

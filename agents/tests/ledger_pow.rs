@@ -8,10 +8,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
+use tokio_util::sync::CancellationToken;
 use wattchain::bench::mine::{self, Method};
 use wattchain::ledger::pow::Midstate;
-use tokio_util::sync::CancellationToken;
-use wattchain::ledger::{Engine, Genesis, GenesisSpec, Hash32, HeaderPrefix, Miner, NodeKey, Timestamp};
+use wattchain::ledger::{
+    Engine, Genesis, GenesisSpec, Hash32, HeaderPrefix, Miner, NodeKey, Timestamp,
+};
 
 /// Generous bound: cancellation is polled every ~1k trials, far below this.
 const BOUND: Duration = Duration::from_secs(10);
@@ -51,9 +53,15 @@ fn genesis(difficulty: u32) -> Genesis {
 async fn mining_inside_spawn_blocking_returns_a_signed_block_meeting_its_difficulty() {
     let g = genesis(10);
     let key = NodeKey::from_seed([1; 32]);
-    let template = g.template(&g.header(), vec![], Timestamp::from_millis(2_000).unwrap(), key.public());
+    let template = g.template(
+        &g.header(),
+        vec![],
+        Timestamp::from_millis(2_000).unwrap(),
+        key.public(),
+    );
     let (id, cancel) = (g.id(), CancellationToken::new());
-    let task = tokio::task::spawn_blocking(move || template.mine(&Miner::all_cores(), &cancel, &key, &id));
+    let task =
+        tokio::task::spawn_blocking(move || template.mine(&Miner::all_cores(), &cancel, &key, &id));
     let block = tokio::time::timeout(BOUND, task)
         .await
         .expect("mined within the bound")
@@ -61,19 +69,26 @@ async fn mining_inside_spawn_blocking_returns_a_signed_block_meeting_its_difficu
         .expect("not cancelled");
     assert_eq!(block.header().computed_hash(&[]), block.hash);
     assert!(block.hash.leading_zero_bits() >= 10);
-    wattchain::ledger::rules::check_header(&g, &block.header(), &g.header()).expect("valid by the rules");
+    wattchain::ledger::rules::check_header(&g, &block.header(), &g.header())
+        .expect("valid by the rules");
 }
 
 #[tokio::test]
 async fn an_async_shutdown_cancels_mining_in_spawn_blocking() {
     let g = genesis(40);
     let key = NodeKey::from_seed([1; 32]);
-    let mut template = g.template(&g.header(), vec![], Timestamp::from_millis(2_000).unwrap(), key.public());
+    let mut template = g.template(
+        &g.header(),
+        vec![],
+        Timestamp::from_millis(2_000).unwrap(),
+        key.public(),
+    );
     // Far beyond any genesis: only the token ends this search.
     template.difficulty = 256;
     let shutdown = CancellationToken::new();
     let (child, id) = (shutdown.child_token(), g.id());
-    let task = tokio::task::spawn_blocking(move || template.mine(&Miner::new(2), &child, &key, &id));
+    let task =
+        tokio::task::spawn_blocking(move || template.mine(&Miner::new(2), &child, &key, &id));
     shutdown.cancel();
     let outcome = tokio::time::timeout(BOUND, task)
         .await

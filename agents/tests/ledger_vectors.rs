@@ -83,7 +83,10 @@ fn compute() -> Vectors {
         records_hash_empty: records_hash(&[]).to_hex(),
         data_hash: data_hash(&key.public(), &[], &rh).to_hex(),
         hash: block.hash.to_hex(),
-        sign_bytes: sign_bytes(&g.id(), &block.hash).iter().map(|b| format!("{b:02x}")).collect(),
+        sign_bytes: sign_bytes(&g.id(), &block.hash)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         signature: block.signature.to_hex(),
     }
 }
@@ -107,7 +110,8 @@ fn print_vectors() {
 #[test]
 fn the_reference_vectors_of_topics_md_hold() {
     let v = compute();
-    let topics = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../topics.md")).unwrap();
+    let topics =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../topics.md")).unwrap();
     for (what, value) in [
         ("canonical genesis", &v.canonical),
         ("chain id", &v.chain_id),
@@ -120,7 +124,10 @@ fn the_reference_vectors_of_topics_md_hold() {
         ("sign_bytes", &v.sign_bytes),
         ("signature", &v.signature),
     ] {
-        assert!(topics.contains(value.as_str()), "topics.md lacks the {what} {value}");
+        assert!(
+            topics.contains(value.as_str()),
+            "topics.md lacks the {what} {value}"
+        );
     }
     // And the signature verifies by the strict rule.
     let g = Genesis::parse(GENESIS).unwrap();

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{fast_cabinet, start_averager, start_cabinet, start_node, Recorder, TestBroker, TestSim};
+use support::{
+    fast_cabinet, start_averager, start_cabinet, start_node, Recorder, TestBroker, TestSim,
+};
 use wattchain::ledger::{verify_file, Block, CHAIN_FILE};
 use wattchain::sim::Fault;
 use wattchain::topics::Topics;
@@ -30,23 +32,34 @@ async fn three_nodes_keep_one_chain_through_a_restart_with_an_empty_data_dir() {
     let sim = TestSim::start(true, 11).await;
     let rec = Recorder::start(&url, "recorder").await;
     let data = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (1..=3).map(|n| data.path().join(format!("node-{n}"))).collect();
+    let dirs: Vec<_> = (1..=3)
+        .map(|n| data.path().join(format!("node-{n}")))
+        .collect();
     let mut nodes = Vec::new();
     for (n, dir) in dirs.iter().enumerate() {
-        nodes.push(Some(start_node(&url, &format!("node-{}", n + 1), dir).await));
+        nodes.push(Some(
+            start_node(&url, &format!("node-{}", n + 1), dir).await,
+        ));
     }
     let averager = start_averager(&url, "averager-1").await;
     let mut config = fast_cabinet("c1", sim.addr, data.path().join("cabinet"));
     config.commit_deadline = Duration::from_secs(2);
     let cabinet = start_cabinet(&url, config).await;
 
-    rec.wait_until("a few windows committed", |s| s.commits("c1").len() >= 4).await;
+    rec.wait_until("a few windows committed", |s| s.commits("c1").len() >= 4)
+        .await;
     // node-3 dies; its disk is lost; it comes back empty and must catch up by sync.
     nodes[2].take().unwrap().stop().await.unwrap();
     std::fs::remove_dir_all(&dirs[2]).unwrap();
-    rec.wait_until("more windows without node-3", |s| s.commits("c1").len() >= 8).await;
+    rec.wait_until("more windows without node-3", |s| {
+        s.commits("c1").len() >= 8
+    })
+    .await;
     nodes[2] = Some(start_node(&url, "node-3", &dirs[2]).await);
-    rec.wait_until("windows after node-3 is back", |s| s.windows("c1").len() >= 14).await;
+    rec.wait_until("windows after node-3 is back", |s| {
+        s.windows("c1").len() >= 14
+    })
+    .await;
 
     // The PLC stops answering: no new windows; everything pending becomes final.
     sim.sim.set_fault(Fault::Exception(4));
@@ -61,11 +74,17 @@ async fn three_nodes_keep_one_chain_through_a_restart_with_an_empty_data_dir() {
     // Every node ends on one head (bounded: they stop mining once everything is final).
     let deadline = tokio::time::Instant::now() + support::WAIT;
     let heads = loop {
-        let heads: Vec<_> = dirs.iter().map(|d| chain_of(d).last().map(|b| b.hash)).collect();
+        let heads: Vec<_> = dirs
+            .iter()
+            .map(|d| chain_of(d).last().map(|b| b.hash))
+            .collect();
         if heads.iter().all(|h| h.is_some() && *h == heads[0]) {
             break heads;
         }
-        assert!(tokio::time::Instant::now() < deadline, "nodes on different heads: {heads:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes on different heads: {heads:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(heads[0].is_some());
@@ -83,16 +102,42 @@ async fn three_nodes_keep_one_chain_through_a_restart_with_an_empty_data_dir() {
         let chain = chain_of(dir);
         let mut windows: Vec<u64> = chain
             .iter()
-            .flat_map(|b| b.records().iter().filter(|r| r.cabinet == "c1").map(|r| r.window))
+            .flat_map(|b| {
+                b.records()
+                    .iter()
+                    .filter(|r| r.cabinet == "c1")
+                    .map(|r| r.window)
+            })
             .collect();
         windows.sort();
-        assert_eq!(windows, (0..produced).collect::<Vec<_>>(), "{}: every window exactly once", dir.display());
+        assert_eq!(
+            windows,
+            (0..produced).collect::<Vec<_>>(),
+            "{}: every window exactly once",
+            dir.display()
+        );
         verify_file(&genesis, &dir.join(CHAIN_FILE)).expect("wattchain chain verify accepts it");
-        let py = Command::new("python3").arg(&script).arg(dir.join(CHAIN_FILE)).output().unwrap();
-        assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+        let py = Command::new("python3")
+            .arg(&script)
+            .arg(dir.join(CHAIN_FILE))
+            .output()
+            .unwrap();
+        assert!(
+            py.status.success(),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
     }
     // Several nodes produced blocks of the final chain.
-    let producers: std::collections::BTreeSet<_> = chain_of(&dirs[0]).iter().skip(1).map(|b| b.producer).collect();
-    eprintln!("final chain: {} blocks by {} producers", chain_of(&dirs[0]).len(), producers.len());
+    let producers: std::collections::BTreeSet<_> = chain_of(&dirs[0])
+        .iter()
+        .skip(1)
+        .map(|b| b.producer)
+        .collect();
+    eprintln!(
+        "final chain: {} blocks by {} producers",
+        chain_of(&dirs[0]).len(),
+        producers.len()
+    );
     broker.stop().await;
 }

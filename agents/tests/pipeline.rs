@@ -13,8 +13,8 @@ use support::{
     TestSim,
 };
 use wattchain::bus::QoS;
-use wattchain::ledger::{digest_hex, verify_file};
 use wattchain::ledger::CHAIN_FILE;
+use wattchain::ledger::{digest_hex, verify_file};
 use wattchain::sim::Fault;
 use wattchain::topics::Quantity;
 
@@ -178,7 +178,8 @@ async fn run_pipeline(broker: TestBroker, disruption: Disruption) {
     });
 
     let chain = chain_dir.join(CHAIN_FILE);
-    let summary = verify_file(&support::genesis(), &chain).expect("wattchain chain verify accepts the chain");
+    let summary =
+        verify_file(&support::genesis(), &chain).expect("wattchain chain verify accepts the chain");
     let text = summary.to_string();
     assert!(text.contains("c1"), "{text}");
     let py = Command::new("python3")

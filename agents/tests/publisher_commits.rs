@@ -38,8 +38,7 @@ async fn collect(
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), async {
         while !done(&seen) {
-            let Outgoing { topic, payload, .. } =
-                peer.published.recv().await.expect("node alive");
+            let Outgoing { topic, payload, .. } = peer.published.recv().await.expect("node alive");
             let route = topics.parse(&topic);
             if let Some(route @ (Route::Block | Route::Commit { .. })) = route {
                 let block = Block::from_json(std::str::from_utf8(&payload).unwrap()).unwrap();
@@ -78,7 +77,13 @@ async fn each_block_goes_to_the_cabinets_it_commits_and_a_reissue_only_to_its_ca
     };
     let (bus, mut peer) = Bus::memory(64);
     let stop = CancellationToken::new();
-    let agent = tokio::spawn(node::run(config, Some(support::genesis()), bus, stop.clone(), None));
+    let agent = tokio::spawn(node::run(
+        config,
+        Some(support::genesis()),
+        bus,
+        stop.clone(),
+        None,
+    ));
 
     let windows = [("c1", 0), ("c2", 0), ("c1", 1), ("c3", 7)];
     for (cabinet, window) in windows {
@@ -165,7 +170,8 @@ async fn each_block_goes_to_the_cabinets_it_commits_and_a_reissue_only_to_its_ca
         .collect();
     while let Ok(out) = peer.published.try_recv() {
         if Topics::default().parse(&out.topic) == Some(Route::Block) {
-            on_block_topic.push(Block::from_json(std::str::from_utf8(&out.payload).unwrap()).unwrap());
+            on_block_topic
+                .push(Block::from_json(std::str::from_utf8(&out.payload).unwrap()).unwrap());
         }
     }
     let mut hashes: Vec<_> = on_block_topic.iter().map(|b| b.hash).collect();
@@ -173,5 +179,8 @@ async fn each_block_goes_to_the_cabinets_it_commits_and_a_reissue_only_to_its_ca
     hashes.sort();
     hashes.dedup();
     assert_eq!(hashes.len(), published, "each block on ledger/block once");
-    assert!(published >= blocks.len(), "at least the blocks committing the windows");
+    assert!(
+        published >= blocks.len(),
+        "at least the blocks committing the windows"
+    );
 }

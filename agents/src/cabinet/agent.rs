@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::config::CabinetConfig;
-use super::finality::{BlockRefusal, Finality, Outcome};
 use super::energy::{EnergyError, EnergyMeter};
+use super::finality::{BlockRefusal, Finality, Outcome};
 use super::outbox::{Outbox, OutboxError};
 use super::source::{SourceConfig, Synthetic};
 use super::window::WindowCutter;
@@ -471,7 +471,9 @@ impl Agent {
             Some(Route::Header) => decode::<HeaderMessage>(payload, max)
                 .map_err(|e| malformed(e.to_string()))
                 .and_then(|m| self.finality.on_header(m, now)),
-            Some(Route::Head | Route::NodeHead { .. }) if payload.is_empty() => Ok(Outcome::default()),
+            Some(Route::Head | Route::NodeHead { .. }) if payload.is_empty() => {
+                Ok(Outcome::default())
+            }
             Some(Route::Head | Route::NodeHead { .. }) => decode::<HeadMessage>(payload, max)
                 .map_err(|e| malformed(e.to_string()))
                 .and_then(|m| self.finality.on_head(m, now)),

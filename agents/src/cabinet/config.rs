@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::source::SourceConfig;
 use crate::bus::{BusOptions, Presence as BusPresence, QoS};
-use crate::ledger::Genesis;
 use crate::config::{self, ConfigError};
 use crate::ha::HaConfig;
+use crate::ledger::Genesis;
 use crate::messages::{
     encode, now_ts, CabinetPresence, CabinetStatus, Presence, MAX_WINDOW_VALUES,
 };
@@ -125,9 +125,9 @@ impl CabinetConfig {
             t.node_head_filter(),
             t.sync_reply(&self.agent_id()),
         ]
-            .into_iter()
-            .map(|f| (f, QoS::AtLeastOnce))
-            .collect()
+        .into_iter()
+        .map(|f| (f, QoS::AtLeastOnce))
+        .collect()
     }
 
     /// Options for the second session that carries the cabinet's retained state (status,

@@ -14,10 +14,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use thiserror::Error;
 
 use super::outbox::Outbox;
-use crate::messages::WindowTask;
-use crate::ledger::rules::{check_detached_with, check_header_with, check_records, Verified, Violation};
+use crate::ledger::rules::{
+    check_detached_with, check_header_with, check_records, Verified, Violation,
+};
 use crate::ledger::{Block, Genesis, Hash32, Header, Record, Work};
-use crate::node::wire::{HeadMessage, HeaderMessage, SyncKind, SyncReply, SyncRequest, MAX_HEADERS_PER_REPLY};
+use crate::messages::WindowTask;
+use crate::node::wire::{
+    HeadMessage, HeaderMessage, SyncKind, SyncReply, SyncRequest, MAX_HEADERS_PER_REPLY,
+};
 use crate::topics::Quantity;
 
 /// Headers kept below the best one (older ones are final or forgotten).
@@ -120,7 +124,11 @@ impl LightClient {
         while let Some(k) = self.headers.get(&at) {
             if walked == next {
                 out.push(at);
-                next = if out.len() < 8 { walked + 1 } else { walked * 2 };
+                next = if out.len() < 8 {
+                    walked + 1
+                } else {
+                    walked * 2
+                };
             }
             if out.len() >= 32 || k.header.index == 0 {
                 break;
@@ -275,7 +283,12 @@ impl Finality {
         self.light.genesis.id()
     }
 
-    fn offer(&mut self, header: Header, now_ms: u64, out: &mut Outcome) -> Result<(), BlockRefusal> {
+    fn offer(
+        &mut self,
+        header: Header,
+        now_ms: u64,
+        out: &mut Outcome,
+    ) -> Result<(), BlockRefusal> {
         let index = header.index;
         let best = self.light.best;
         let offered = self.light.offer(header);
@@ -291,10 +304,16 @@ impl Finality {
     }
 
     fn ask(&mut self, now_ms: u64, out: &mut Outcome) {
-        if self.sync.as_ref().is_some_and(|(_, _, deadline)| now_ms < *deadline) {
+        if self
+            .sync
+            .as_ref()
+            .is_some_and(|(_, _, deadline)| now_ms < *deadline)
+        {
             return;
         }
-        let Some(node) = self.best_node.clone() else { return };
+        let Some(node) = self.best_node.clone() else {
+            return;
+        };
         self.next_request += 1;
         self.sync = Some((node.clone(), self.next_request, now_ms + SYNC_TIMEOUT_MS));
         out.request = Some(SyncRequest {
@@ -310,15 +329,26 @@ impl Finality {
     }
 
     /// A block on our commit topic: checked, and kept as a candidate for the windows it commits.
-    pub fn on_block(&mut self, block: Block, outbox: &impl Held, now_ms: u64) -> Result<Outcome, BlockRefusal> {
+    pub fn on_block(
+        &mut self,
+        block: Block,
+        outbox: &impl Held,
+        now_ms: u64,
+    ) -> Result<Outcome, BlockRefusal> {
         let mut out = Outcome::default();
         let index = block.index;
         check_records(&self.light.genesis, &block, |_, _| None)
             .map_err(|violation| BlockRefusal::Rules { index, violation })?;
-        let ours: Vec<&Record> = block.records().iter().filter(|r| r.cabinet == self.cabinet).collect();
+        let ours: Vec<&Record> = block
+            .records()
+            .iter()
+            .filter(|r| r.cabinet == self.cabinet)
+            .collect();
         for r in &ours {
             // Windows we no longer hold (committed earlier, or from another run) cost nothing.
-            let Some(tasks) = outbox.tasks(r.window) else { continue };
+            let Some(tasks) = outbox.tasks(r.window) else {
+                continue;
+            };
             let same = tasks
                 .iter()
                 .all(|t| digest_of(r, t.quantity) == t.digest && r.n as usize == t.values.len());
@@ -381,9 +411,15 @@ impl Finality {
     }
 
     /// Headers we asked for.
-    pub fn on_sync_reply(&mut self, reply: SyncReply, now_ms: u64) -> Result<Outcome, BlockRefusal> {
+    pub fn on_sync_reply(
+        &mut self,
+        reply: SyncReply,
+        now_ms: u64,
+    ) -> Result<Outcome, BlockRefusal> {
         let mut out = Outcome::default();
-        let Some((node, id, _)) = self.sync.clone() else { return Ok(out) };
+        let Some((node, id, _)) = self.sync.clone() else {
+            return Ok(out);
+        };
         if reply.id != id || reply.from != node {
             return Ok(out);
         }

@@ -14,8 +14,8 @@
 pub mod agent;
 pub mod config;
 pub mod energy;
-pub mod forget;
 pub mod finality;
+pub mod forget;
 pub mod outbox;
 pub mod source;
 pub mod window;

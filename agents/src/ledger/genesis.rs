@@ -128,17 +128,30 @@ pub struct Genesis {
 
 impl fmt::Debug for Genesis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Genesis({} {})", self.id.short(), canonical_json(&self.value))
+        write!(
+            f,
+            "Genesis({} {})",
+            self.id.short(),
+            canonical_json(&self.value)
+        )
     }
 }
 
-fn int(value: &Value, key: &'static str, range: std::ops::RangeInclusive<u64>) -> Result<u64, GenesisError> {
+fn int(
+    value: &Value,
+    key: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, GenesisError> {
     value
         .as_u64()
         .filter(|v| range.contains(v))
         .ok_or_else(|| GenesisError::BadValue {
             key,
-            reason: format!("{value} is not an integer {}..={}", range.start(), range.end()),
+            reason: format!(
+                "{value} is not an integer {}..={}",
+                range.start(),
+                range.end()
+            ),
         })
 }
 
@@ -151,7 +164,11 @@ fn refuse_floats(value: &Value, at: &str) -> Result<(), GenesisError> {
             .enumerate()
             .try_for_each(|(i, v)| refuse_floats(v, &format!("{at}[{i}]"))),
         Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-            let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            let path = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
             refuse_floats(v, &path)
         }),
         _ => Ok(()),
@@ -199,7 +216,11 @@ impl Genesis {
                 })
             }
         };
-        let finality_depth = int(get("finality_depth")?, "finality_depth", 1..=MAX_FINALITY_DEPTH)?;
+        let finality_depth = int(
+            get("finality_depth")?,
+            "finality_depth",
+            1..=MAX_FINALITY_DEPTH,
+        )?;
         let max_records = int(
             get("max_records_per_block")?,
             "max_records_per_block",
@@ -278,7 +299,8 @@ impl Genesis {
                 },
                 _ => io(source),
             })?;
-        file.write_all(self.to_pretty_json().as_bytes()).map_err(io)?;
+        file.write_all(self.to_pretty_json().as_bytes())
+            .map_err(io)?;
         file.sync_all().map_err(io)
     }
 
@@ -453,10 +475,22 @@ mod tests {
     fn unknown_keys_floats_and_out_of_range_values_are_refused() {
         for (doc, needle) in [
             (text(r#","extra":1"#), "unknown key \"extra\""),
-            (text("").replace("\"difficulty\":16", "\"difficulty\":16.0"), "consensus.difficulty: only integers"),
-            (text("").replace("\"difficulty\":16", "\"difficulty\":41"), "at most 40"),
-            (text("").replace("\"difficulty\":16", "\"difficulty\":16,\"x\":1"), "consensus.x is not a key"),
-            (text("").replace("\"finality_depth\":6", "\"finality_depth\":0"), "finality_depth"),
+            (
+                text("").replace("\"difficulty\":16", "\"difficulty\":16.0"),
+                "consensus.difficulty: only integers",
+            ),
+            (
+                text("").replace("\"difficulty\":16", "\"difficulty\":41"),
+                "at most 40",
+            ),
+            (
+                text("").replace("\"difficulty\":16", "\"difficulty\":16,\"x\":1"),
+                "consensus.x is not a key",
+            ),
+            (
+                text("").replace("\"finality_depth\":6", "\"finality_depth\":0"),
+                "finality_depth",
+            ),
             (text("").replace("256", "257"), "max_records_per_block"),
             (text("").replace("\"pow\"", "\"pos\""), "not one of"),
             (text("").replace("wattchain", "a b"), "name"),
@@ -471,6 +505,9 @@ mod tests {
     #[test]
     fn canonical_strings_escape_like_python() {
         let v: Value = serde_json::from_str(r#"{"b":"é\u0001\n\"\\/","a":[1,true,null]}"#).unwrap();
-        assert_eq!(canonical_json(&v), "{\"a\":[1,true,null],\"b\":\"é\\u0001\\n\\\"\\\\/\"}");
+        assert_eq!(
+            canonical_json(&v),
+            "{\"a\":[1,true,null],\"b\":\"é\\u0001\\n\\\"\\\\/\"}"
+        );
     }
 }

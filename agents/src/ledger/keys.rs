@@ -304,7 +304,10 @@ mod tests {
             if let Ok(k) = VerifyingKey::from_bytes(&p) {
                 let round_trips = k.to_edwards().compress().to_bytes() == p;
                 // A non-round-trip with a canonical y is x = 0 with the sign bit: small order.
-                assert!(round_trips || !y_is_canonical(&p) || k.is_weak(), "{p:02x?}");
+                assert!(
+                    round_trips || !y_is_canonical(&p) || k.is_weak(),
+                    "{p:02x?}"
+                );
                 assert!(!round_trips || y_is_canonical(&p), "{p:02x?}");
             }
         }

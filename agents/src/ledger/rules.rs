@@ -110,7 +110,10 @@ impl fmt::Display for Violation {
             Violation::TornLine => write!(f, "torn last line (no newline, not a block)"),
             Violation::Unparseable(why) => write!(f, "not a block: {why}"),
             Violation::IndexOutOfSequence { expected, found } => {
-                write!(f, "index out of sequence: expected {expected}, found {found}")
+                write!(
+                    f,
+                    "index out of sequence: expected {expected}, found {found}"
+                )
             }
             Violation::NotGenesis { expected, found } => write!(
                 f,
@@ -131,7 +134,10 @@ impl fmt::Display for Violation {
                 computed.short()
             ),
             Violation::WrongDifficulty { required, found } => {
-                write!(f, "wrong difficulty: {found}, the genesis requires {required}")
+                write!(
+                    f,
+                    "wrong difficulty: {found}, the genesis requires {required}"
+                )
             }
             Violation::InsufficientWork {
                 difficulty,
@@ -226,7 +232,9 @@ pub fn check_header_with(
         });
     }
     check_detached_with(genesis, header, verified)?;
-    rules.check_producer(header, parent).map_err(Violation::Mode)?;
+    rules
+        .check_producer(header, parent)
+        .map_err(Violation::Mode)?;
     if header.timestamp < parent.timestamp {
         return Err(Violation::TimestampWentBack {
             previous: parent.timestamp,
@@ -252,7 +260,12 @@ impl Verified {
         if self.seen.contains(&key) {
             return true;
         }
-        let ok = verify_block(&genesis.id(), &header.hash, &header.producer, &header.signature);
+        let ok = verify_block(
+            &genesis.id(),
+            &header.hash,
+            &header.producer,
+            &header.signature,
+        );
         if ok {
             if self.seen.len() >= Self::MAX {
                 self.seen.clear();
@@ -270,10 +283,16 @@ pub fn check_detached(genesis: &Genesis, header: &Header) -> Result<(), Violatio
 }
 
 /// [`check_detached`] with a cache of verified signatures.
-pub fn check_detached_with(genesis: &Genesis, header: &Header, verified: &mut Verified) -> Result<(), Violation> {
+pub fn check_detached_with(
+    genesis: &Genesis,
+    header: &Header,
+    verified: &mut Verified,
+) -> Result<(), Violation> {
     check_mode_keys(genesis, header)?;
     let rules = &genesis.consensus;
-    let seal = rules.seal(header.consensus.as_ref()).map_err(Violation::Mode)?;
+    let seal = rules
+        .seal(header.consensus.as_ref())
+        .map_err(Violation::Mode)?;
     let computed = header.computed_hash(&seal);
     if header.hash != computed {
         return Err(Violation::HashMismatch {

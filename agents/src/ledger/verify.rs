@@ -89,7 +89,11 @@ impl fmt::Display for VerifySummary {
         )?;
         writeln!(f, "  chain id  {}", self.chain_id)?;
         writeln!(f, "  head      #{} {}", self.blocks - 1, self.head_hash)?;
-        writeln!(f, "  time      {} .. {}", self.first_timestamp, self.last_timestamp)?;
+        writeln!(
+            f,
+            "  time      {} .. {}",
+            self.first_timestamp, self.last_timestamp
+        )?;
         writeln!(
             f,
             "  work      2^{:.2} expected hashes",

@@ -110,8 +110,8 @@ impl WindowIndex {
                     removed += len;
                     return false;
                 }
-                if run.stride > 0 {
-                    let keep = (block - run.first_block) / run.stride + 1;
+                if let Some(steps) = (block - run.first_block).checked_div(run.stride) {
+                    let keep = steps + 1;
                     if keep < len {
                         removed += len - keep;
                         run.last_window = first + keep - 1;
@@ -255,7 +255,10 @@ mod tests {
         assert_eq!(index.get("b", 99), Some(5));
         assert_eq!(index.get("c", 0), None);
         assert_eq!(index.windows(), 140);
-        assert!(index.insert("a", 40, 41), "the index grows again from there");
+        assert!(
+            index.insert("a", 40, 41),
+            "the index grows again from there"
+        );
         assert_eq!(index.get("a", 40), Some(41));
     }
 
@@ -287,7 +290,11 @@ mod tests {
             for c in 0..2u8 {
                 for w in 0..40 {
                     let name = if c == 0 { "a" } else { "b" };
-                    assert_eq!(index.get(name, w), plain.get(&(c, w)).copied(), "seed {seed} {name}#{w}");
+                    assert_eq!(
+                        index.get(name, w),
+                        plain.get(&(c, w)).copied(),
+                        "seed {seed} {name}#{w}"
+                    );
                 }
             }
             assert_eq!(index.windows(), plain.len() as u64, "seed {seed}");

@@ -150,7 +150,8 @@ impl Assembler {
             if self.partial.remove(&key).is_some() {
                 self.order.retain(|k| k != &key);
             }
-            self.ready.retain(|r| !(r.cabinet == cabinet && r.window == window));
+            self.ready
+                .retain(|r| !(r.cabinet == cabinet && r.window == window));
             self.claimed.remove(&key);
         }
     }

@@ -15,7 +15,9 @@ use super::sync::Syncer;
 use super::wire::{HeadMessage, SyncReply, SyncRequest};
 use crate::ledger::consensus::{Consensus, ModeAction, ModeEvent, ModeState, View};
 use crate::ledger::store::{ChainLog, ChainStore, Change, Insert, Status, StoreError};
-use crate::ledger::{Block, BlockTemplate, Hash32, Header, NodeKey, Record, Timestamp, Violation, Work};
+use crate::ledger::{
+    Block, BlockTemplate, Hash32, Header, NodeKey, Record, Timestamp, Violation, Work,
+};
 use crate::messages::Average;
 
 /// The first bytes of a block's JSON, for a dead letter (without serialising all of it).
@@ -152,7 +154,7 @@ pub enum Report {
     /// A block joined the main chain; `mined` when this node produced it.
     Appended {
         /// The block.
-        block: Block,
+        block: Box<Block>,
         /// Produced by this node.
         mined: bool,
     },
@@ -168,6 +170,9 @@ pub enum Report {
 }
 
 /// What the engine asks the runtime to do.
+// Actions live for one dispatch, in a Vec handed straight to the runtime: boxing the larger
+// variants would allocate once per message for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Publish a message.
@@ -360,7 +365,12 @@ impl<L: ChainLog> Engine<L> {
         let (offer, evicted) = self.pending.offer(avg);
         if let Some((cab, win)) = evicted {
             warn!(cabinet = %cab, window = win, "too many windows in progress: dropping the oldest partial window");
-            self.reject("average", &format!("pending windows full: window {win} of {cab} dropped"), &[], out);
+            self.reject(
+                "average",
+                &format!("pending windows full: window {win} of {cab} dropped"),
+                &[],
+                out,
+            );
         }
         match offer {
             Offer::Stored => {}
@@ -400,14 +410,24 @@ impl<L: ChainLog> Engine<L> {
         }
     }
 
-    pub(super) fn on_block(&mut self, block: Block, from_sync: bool, out: &mut Vec<Action>) -> Result<Status, StoreError> {
+    pub(super) fn on_block(
+        &mut self,
+        block: Block,
+        from_sync: bool,
+        out: &mut Vec<Action>,
+    ) -> Result<Status, StoreError> {
         let hash = block.hash;
         // Kept for the dead letter only when refused (most blocks are not).
         let copy = (!from_sync).then(|| block.clone());
         let insert = self.store.insert(block)?;
         match &insert.status {
             Status::Invalid(v) => {
-                if matches!(v, Violation::RecordCount { .. } | Violation::BadRecord { .. } | Violation::DuplicateWindow { .. }) {
+                if matches!(
+                    v,
+                    Violation::RecordCount { .. }
+                        | Violation::BadRecord { .. }
+                        | Violation::DuplicateWindow { .. }
+                ) {
                     if let Some(copy) = &copy {
                         if let Some(parent) = self.store.work_of(&copy.previous_hash) {
                             let work = parent + self.consensus.weight(&copy.header());
@@ -432,7 +452,12 @@ impl<L: ChainLog> Engine<L> {
         Ok(status)
     }
 
-    fn on_mined(&mut self, job: u64, block: Option<Block>, out: &mut Vec<Action>) -> Result<(), StoreError> {
+    fn on_mined(
+        &mut self,
+        job: u64,
+        block: Option<Block>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StoreError> {
         let Some(current) = self.job.take_if(|j| j.id == job) else {
             if block.is_some() {
                 self.stats.stale += 1;
@@ -501,7 +526,10 @@ impl<L: ChainLog> Engine<L> {
                         .collect();
                     self.pending.restore(back);
                     for block in added {
-                        out.push(Action::Report(Report::Appended { block, mined: false }));
+                        out.push(Action::Report(Report::Appended {
+                            block: Box::new(block),
+                            mined: false,
+                        }));
                     }
                 }
             }
@@ -515,15 +543,20 @@ impl<L: ChainLog> Engine<L> {
         if let Some(job) = &mut self.job {
             // The records another node's block committed are not ours to commit any more.
             let store = &self.store;
-            job.records.retain(|r| store.committed_in(&r.cabinet, r.window).is_none());
+            job.records
+                .retain(|r| store.committed_in(&r.cabinet, r.window).is_none());
         }
         self.announce(out);
         self.drive(ModeEvent::Head, out);
     }
 
     fn committed(&mut self, block: &Block) {
-        self.pending
-            .committed(block.records().iter().map(|r| (r.cabinet.as_str(), r.window)));
+        self.pending.committed(
+            block
+                .records()
+                .iter()
+                .map(|r| (r.cabinet.as_str(), r.window)),
+        );
         if !block.records().is_empty() {
             self.last_records = self.last_records.max(block.index);
         }
@@ -534,7 +567,11 @@ impl<L: ChainLog> Engine<L> {
         let head = self.store.head().index;
         let depth = self.store.genesis().finality_depth;
         for index in (head.saturating_sub(depth)..=head).rev() {
-            if self.store.read(index).is_ok_and(|b| !b.records().is_empty()) {
+            if self
+                .store
+                .read(index)
+                .is_ok_and(|b| !b.records().is_empty())
+            {
                 return index;
             }
         }
@@ -582,7 +619,12 @@ impl<L: ChainLog> Engine<L> {
         }
     }
 
-    fn produce(&mut self, head: &Header, consensus: Option<serde_json::Map<String, serde_json::Value>>, out: &mut Vec<Action>) {
+    fn produce(
+        &mut self,
+        head: &Header,
+        consensus: Option<serde_json::Map<String, serde_json::Value>>,
+        out: &mut Vec<Action>,
+    ) {
         let mut records = self.pending.take_ready(self.config.max_records_per_block);
         records.retain(|r| self.store.committed_in(&r.cabinet, r.window).is_none());
         let seal = match self.consensus.seal(consensus.as_ref()) {
@@ -593,7 +635,9 @@ impl<L: ChainLog> Engine<L> {
                 return;
             }
         };
-        let timestamp = Timestamp::from_millis(self.now_ms).unwrap_or(head.timestamp).max(head.timestamp);
+        let timestamp = Timestamp::from_millis(self.now_ms)
+            .unwrap_or(head.timestamp)
+            .max(head.timestamp);
         let template = BlockTemplate {
             index: head.index + 1,
             previous_hash: head.hash,
@@ -630,7 +674,9 @@ impl<L: ChainLog> Engine<L> {
             state: state.map(str::to_owned),
             peers,
             instance: state.map(|_| self.instance),
-            ts: Timestamp::from_millis(self.now_ms).unwrap_or(self.store.head().timestamp).to_string(),
+            ts: Timestamp::from_millis(self.now_ms)
+                .unwrap_or(self.store.head().timestamp)
+                .to_string(),
         }
     }
 
@@ -644,7 +690,9 @@ impl<L: ChainLog> Engine<L> {
         } else {
             "synced"
         };
-        out.push(Action::Publish(Publication::NodeHead(self.head_message(Some(state)))));
+        out.push(Action::Publish(Publication::NodeHead(
+            self.head_message(Some(state)),
+        )));
         let ours = self.store.work();
         let beats = match &self.best_seen {
             None => true,
@@ -657,7 +705,9 @@ impl<L: ChainLog> Engine<L> {
         };
         if beats {
             self.best_seen = Some((self.id.clone(), self.store.head().hash, ours));
-            out.push(Action::Publish(Publication::BestHead(self.head_message(None))));
+            out.push(Action::Publish(Publication::BestHead(
+                self.head_message(None),
+            )));
         }
     }
 
@@ -667,7 +717,12 @@ impl<L: ChainLog> Engine<L> {
                 // Another genesis's head on our topic: ours replaces it at the next change.
                 self.best_seen = None;
             }
-            self.reject("head", &format!("head for another chain {}", head.chain.short()), &[], out);
+            self.reject(
+                "head",
+                &format!("head for another chain {}", head.chain.short()),
+                &[],
+                out,
+            );
             return;
         }
         if head.node == self.id {
@@ -699,7 +754,8 @@ impl<L: ChainLog> Engine<L> {
     fn on_tick(&mut self, out: &mut Vec<Action>) {
         let timeout = self.config.peer_timeout_ms;
         let now = self.now_ms;
-        self.peers.retain(|_, p| now.saturating_sub(p.seen_ms) < timeout);
+        self.peers
+            .retain(|_, p| now.saturating_sub(p.seen_ms) < timeout);
         if now.saturating_sub(self.last_announce_ms) >= self.config.announce_every_ms {
             self.announce(out);
         }
@@ -707,7 +763,13 @@ impl<L: ChainLog> Engine<L> {
         self.drive(ModeEvent::Timer, out);
     }
 
-    pub(super) fn reject(&mut self, topic: &str, reason: &str, payload: &[u8], out: &mut Vec<Action>) {
+    pub(super) fn reject(
+        &mut self,
+        topic: &str,
+        reason: &str,
+        payload: &[u8],
+        out: &mut Vec<Action>,
+    ) {
         self.stats.rejected += 1;
         warn!(node = %self.id, topic, reason, "refused a message");
         out.push(Action::Publish(Publication::DeadLetter {

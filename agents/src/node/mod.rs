@@ -127,7 +127,9 @@ pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Another connection uses this node's id.
-    #[error("node id {0:?} is used by another running node on this broker; give each node its own --id")]
+    #[error(
+        "node id {0:?} is used by another running node on this broker; give each node its own --id"
+    )]
     IdTaken(String),
 }
 
@@ -242,5 +244,7 @@ pub fn settle_genesis(data_dir: &Path, given: Option<&Genesis>) -> Result<Genesi
 
 /// The node's key in its data directory, created on first start (0600).
 pub fn settle_key(data_dir: &Path) -> Result<(crate::ledger::NodeKey, bool), NodeError> {
-    Ok(crate::ledger::NodeKey::load_or_create(&data_dir.join(KEY_FILE))?)
+    Ok(crate::ledger::NodeKey::load_or_create(
+        &data_dir.join(KEY_FILE),
+    )?)
 }

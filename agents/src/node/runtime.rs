@@ -51,7 +51,11 @@ pub async fn run(
 ) -> Result<NodeStats, NodeError> {
     let opened = async {
         config.validate()?;
-        let (dir, path, limits) = (config.data_dir.clone(), config.chain_path(), config.limits());
+        let (dir, path, limits) = (
+            config.data_dir.clone(),
+            config.chain_path(),
+            config.limits(),
+        );
         tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
             let genesis = settle_genesis(&dir, genesis.as_ref())?;
             let (key, created) = settle_key(&dir)?;
@@ -200,7 +204,12 @@ impl Producer {
         self.cancel();
         let token = self.shutdown.child_token();
         self.current = Some((job, token.clone()));
-        let (miner, key, chain_id, events) = (self.miner.clone(), self.key.clone(), self.chain_id, self.events.clone());
+        let (miner, key, chain_id, events) = (
+            self.miner.clone(),
+            self.key.clone(),
+            self.chain_id,
+            self.events.clone(),
+        );
         let started = Instant::now();
         tokio::task::spawn_blocking(move || {
             let block = template.mine(&miner, &token, &key, &chain_id);
@@ -247,11 +256,18 @@ impl Router {
             return Ok(None); // A cleared retained message.
         }
         let event = match self.topics.parse(&msg.topic) {
-            Some(Route::Average { cabinet, quantity }) => match decode::<Average>(&msg.payload, self.config.max_average) {
-                Ok(a) if a.cabinet == cabinet && a.quantity == quantity => Event::Average(a),
-                Ok(a) => return self.refuse(&msg, &format!("payload is for {}/{}", a.cabinet, a.quantity)),
-                Err(e) => return self.refuse(&msg, &e.to_string()),
-            },
+            Some(Route::Average { cabinet, quantity }) => {
+                match decode::<Average>(&msg.payload, self.config.max_average) {
+                    Ok(a) if a.cabinet == cabinet && a.quantity == quantity => Event::Average(a),
+                    Ok(a) => {
+                        return self.refuse(
+                            &msg,
+                            &format!("payload is for {}/{}", a.cabinet, a.quantity),
+                        )
+                    }
+                    Err(e) => return self.refuse(&msg, &e.to_string()),
+                }
+            }
             Some(Route::Block) => {
                 let parsed = std::str::from_utf8(&msg.payload)
                     .map_err(|e| e.to_string())
@@ -267,7 +283,9 @@ impl Router {
                 Err(e) => return self.refuse(&msg, &e.to_string()),
             },
             Some(Route::NodeHead { id }) => match decode::<HeadMessage>(&msg.payload, max) {
-                Ok(head) if head.node != id => return self.refuse(&msg, "node head names another node"),
+                Ok(head) if head.node != id => {
+                    return self.refuse(&msg, "node head names another node")
+                }
                 Ok(head) if id == self.config.id => {
                     // Another instance number in a head published after we started: another
                     // live process has our id (a retained head of our previous run is older).
@@ -304,9 +322,12 @@ impl Router {
 
     fn dead_letter(&self, topic: &str, reason: &str, payload: &[u8]) {
         let letter = DeadLetter::new(ROLE, &self.config.id, topic, reason, payload);
-        let _ = self
-            .outlet
-            .try_publish(self.topics.deadletter(ROLE), encode(&letter), QoS::AtMostOnce, false);
+        let _ = self.outlet.try_publish(
+            self.topics.deadletter(ROLE),
+            encode(&letter),
+            QoS::AtMostOnce,
+            false,
+        );
     }
 
     async fn act(&mut self, action: Action) {
@@ -318,11 +339,20 @@ impl Router {
             Action::CancelMining { job } => self.producer.cancel_job(job),
             Action::Report(report) => {
                 match &report {
-                    Report::Appended { block, mined: true } => info!(node = %self.config.id, index = block.index,
-                        windows = block.records().len(), hash = %block.hash.short(), "block mined"),
-                    Report::Appended { block, mined: false } => debug!(node = %self.config.id, index = block.index,
+                    Report::Appended { block, mined: true } => {
+                        info!(node = %self.config.id, index = block.index,
+                        windows = block.records().len(), hash = %block.hash.short(), "block mined")
+                    }
+                    Report::Appended {
+                        block,
+                        mined: false,
+                    } => debug!(node = %self.config.id, index = block.index,
                         hash = %block.hash.short(), "block received"),
-                    Report::Reorg { fork, removed, added } => info!(node = %self.config.id, fork, removed, added, "reorg"),
+                    Report::Reorg {
+                        fork,
+                        removed,
+                        added,
+                    } => info!(node = %self.config.id, fork, removed, added, "reorg"),
                 }
                 let mining = match &report {
                     Report::Appended { mined: true, .. } => self.mining_since.map(|t| t.elapsed()),
@@ -349,24 +379,50 @@ impl Router {
                     chain: self.producer.chain_id,
                     header: block.header(),
                 };
-                let cabinets: BTreeSet<&str> = block.records().iter().map(|r| r.cabinet.as_str()).collect();
-                let mut r = self.outlet.publish(t.block(), payload.clone(), qos, false).await;
-                r = r.and(self.outlet.publish(t.header(), encode(&header), qos, false).await);
+                let cabinets: BTreeSet<&str> =
+                    block.records().iter().map(|r| r.cabinet.as_str()).collect();
+                let mut r = self
+                    .outlet
+                    .publish(t.block(), payload.clone(), qos, false)
+                    .await;
+                r = r.and(
+                    self.outlet
+                        .publish(t.header(), encode(&header), qos, false)
+                        .await,
+                );
                 for cabinet in cabinets {
-                    r = r.and(self.outlet.publish(t.commit(cabinet), payload.clone(), qos, false).await);
+                    r = r.and(
+                        self.outlet
+                            .publish(t.commit(cabinet), payload.clone(), qos, false)
+                            .await,
+                    );
                 }
                 r
             }
             Publication::BestHead(head) => self.outlet.publish_retained(t.head(), encode(&head)),
-            Publication::NodeHead(head) => {
-                self.outlet.publish_retained(t.node_head(&self.config.id), encode(&head))
-            }
+            Publication::NodeHead(head) => self
+                .outlet
+                .publish_retained(t.node_head(&self.config.id), encode(&head)),
             Publication::Commit { cabinet, block } => {
-                self.outlet.publish(t.commit(&cabinet), block.to_json(), qos, false).await
+                self.outlet
+                    .publish(t.commit(&cabinet), block.to_json(), qos, false)
+                    .await
             }
-            Publication::SyncRequest(req) => self.outlet.publish(t.sync_request(), encode(&req), qos, false).await,
-            Publication::SyncReply { to, reply } => self.outlet.publish(t.sync_reply(&to), encode(&reply), qos, false).await,
-            Publication::DeadLetter { topic, reason, payload } => {
+            Publication::SyncRequest(req) => {
+                self.outlet
+                    .publish(t.sync_request(), encode(&req), qos, false)
+                    .await
+            }
+            Publication::SyncReply { to, reply } => {
+                self.outlet
+                    .publish(t.sync_reply(&to), encode(&reply), qos, false)
+                    .await
+            }
+            Publication::DeadLetter {
+                topic,
+                reason,
+                payload,
+            } => {
                 self.dead_letter(&topic, &reason, &payload);
                 Ok(())
             }

@@ -136,7 +136,11 @@ impl World {
         let plan = Plan {
             nodes: rng.random_range(3..=7),
             cabinets: rng.random_range(1..=3),
-            drop: if rng.random_bool(0.7) { rng.random_range(0.0..0.15) } else { 0.0 },
+            drop: if rng.random_bool(0.7) {
+                rng.random_range(0.0..0.15)
+            } else {
+                0.0
+            },
             duplicate: rng.random_range(0.0..0.05),
             delay: (1, rng.random_range(5..60)),
             block_time: rng.random_range(150..900),
@@ -162,7 +166,9 @@ impl World {
             retained_nodes: BTreeMap::new(),
             partitioned: false,
             healed_at: START_MS,
-            miner: Miner::new(1).with_engine(crate::ledger::Engine::Portable).expect("portable"),
+            miner: Miner::new(1)
+                .with_engine(crate::ledger::Engine::Portable)
+                .expect("portable"),
             cancel: CancellationToken::new(),
             dead_letters: 0,
             reorgs: 0,
@@ -221,7 +227,11 @@ impl World {
         if self.rng.random_bool(self.plan.drop) {
             return;
         }
-        let copies = if self.rng.random_bool(self.plan.duplicate) { 2 } else { 1 };
+        let copies = if self.rng.random_bool(self.plan.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = self.rng.random_range(self.plan.delay.0..=self.plan.delay.1);
             self.at(delay, Due::Deliver(to.clone()));
@@ -258,7 +268,11 @@ impl World {
 
     fn restart(&mut self, n: usize) {
         let disk = self.nodes[n].disk.take().unwrap_or_default();
-        self.log(&format!("reopening {} from {} blocks", self.nodes[n].id, disk.blocks.len()));
+        self.log(&format!(
+            "reopening {} from {} blocks",
+            self.nodes[n].id,
+            disk.blocks.len()
+        ));
         let store = ChainStore::open_memory(&self.genesis, disk, Limits::default())
             .unwrap_or_else(|v| panic!("seed {}: a node's disk does not reopen: {v}", self.seed));
         let config = EngineConfig {
@@ -274,7 +288,16 @@ impl World {
         self.act(n, actions);
         // What the broker hands a new subscriber: the retained heads.
         if let Some(best) = self.retained_best.clone() {
-            self.send(None, To::Node(n, Event::Head { head: best, best: true }));
+            self.send(
+                None,
+                To::Node(
+                    n,
+                    Event::Head {
+                        head: best,
+                        best: true,
+                    },
+                ),
+            );
         }
         for head in self.retained_nodes.values().cloned().collect::<Vec<_>>() {
             self.send(None, To::Node(n, Event::Head { head, best: false }));
@@ -282,7 +305,9 @@ impl World {
     }
 
     fn deliver_node(&mut self, n: usize, event: Event) {
-        let Some(engine) = self.nodes[n].engine.as_mut() else { return };
+        let Some(engine) = self.nodes[n].engine.as_mut() else {
+            return;
+        };
         let actions = engine
             .handle(self.now, event)
             .unwrap_or_else(|e| panic!("seed {}: store error {e}", self.seed));
@@ -296,11 +321,23 @@ impl World {
                 Action::Mine { job, template } => {
                     self.nodes[n].job = Some(job);
                     let block = template
-                        .mine(&self.miner, &self.cancel, &self.nodes[n].key, &self.genesis.id())
+                        .mine(
+                            &self.miner,
+                            &self.cancel,
+                            &self.nodes[n].key,
+                            &self.genesis.id(),
+                        )
                         .expect("difficulty 4 is always found");
                     let mean = self.plan.block_time as f64;
                     let delay = (-mean * (1.0 - self.rng.random::<f64>()).ln()) as Ms + 1;
-                    self.at(delay, Due::Mined { node: n, job, block });
+                    self.at(
+                        delay,
+                        Due::Mined {
+                            node: n,
+                            job,
+                            block,
+                        },
+                    );
                 }
                 Action::CancelMining { job } => {
                     if self.nodes[n].job == Some(job) {
@@ -317,7 +354,12 @@ impl World {
     fn publish(&mut self, n: usize, group: Option<u8>, p: Publication) {
         match p {
             Publication::Block(block) => {
-                self.log(&format!("{} mined #{} {}", self.nodes[n].id, block.index, block.hash.short()));
+                self.log(&format!(
+                    "{} mined #{} {}",
+                    self.nodes[n].id,
+                    block.index,
+                    block.hash.short()
+                ));
                 for m in 0..self.nodes.len() {
                     if m != n {
                         self.send(group, To::Node(m, Event::Block(block.clone())));
@@ -329,7 +371,11 @@ impl World {
                 };
                 for c in 0..self.cabinets.len() {
                     self.send(group, To::Cabinet(c, CabinetMsg::Header(header.clone())));
-                    if block.records().iter().any(|r| r.cabinet == self.cabinets[c].id) {
+                    if block
+                        .records()
+                        .iter()
+                        .any(|r| r.cabinet == self.cabinets[c].id)
+                    {
                         self.send(group, To::Cabinet(c, CabinetMsg::Block(block.clone())));
                     }
                 }
@@ -338,7 +384,16 @@ impl World {
                 self.retained_best = Some(head.clone());
                 for m in 0..self.nodes.len() {
                     if m != n {
-                        self.send(group, To::Node(m, Event::Head { head: head.clone(), best: true }));
+                        self.send(
+                            group,
+                            To::Node(
+                                m,
+                                Event::Head {
+                                    head: head.clone(),
+                                    best: true,
+                                },
+                            ),
+                        );
                     }
                 }
                 for c in 0..self.cabinets.len() {
@@ -349,7 +404,16 @@ impl World {
                 self.retained_nodes.insert(head.node.clone(), head.clone());
                 for m in 0..self.nodes.len() {
                     if m != n {
-                        self.send(group, To::Node(m, Event::Head { head: head.clone(), best: false }));
+                        self.send(
+                            group,
+                            To::Node(
+                                m,
+                                Event::Head {
+                                    head: head.clone(),
+                                    best: false,
+                                },
+                            ),
+                        );
                     }
                 }
                 for c in 0..self.cabinets.len() {
@@ -399,7 +463,10 @@ impl World {
         }
         let again = cab.finality.take_reissue(now);
         for tasks in again {
-            self.log(&format!("{} re-issues {}#{} (its block left the best branch)", self.cabinets[c].id, tasks[0].cabinet, tasks[0].window));
+            self.log(&format!(
+                "{} re-issues {}#{} (its block left the best branch)",
+                self.cabinets[c].id, tasks[0].cabinet, tasks[0].window
+            ));
             self.publish_window(c, &tasks);
         }
         if let Some(req) = request {
@@ -415,7 +482,9 @@ impl World {
             .iter()
             .enumerate()
             .map(|(k, q)| {
-                let values: Vec<f64> = (0..3).map(|i| 230.0 + (k as f64) + (window + i) as f64 * 0.5).collect();
+                let values: Vec<f64> = (0..3)
+                    .map(|i| 230.0 + (k as f64) + (window + i) as f64 * 0.5)
+                    .collect();
                 WindowTask {
                     cabinet: cabinet.into(),
                     window,
@@ -444,7 +513,9 @@ impl World {
     fn lie(&mut self) {
         // A Byzantine peer: forged, foreign-genesis, work-less and duplicate-window blocks,
         // and a head claiming enormous work it cannot back (its sync answers never come).
-        let Some(victim) = (0..self.nodes.len()).find(|&n| self.nodes[n].engine.is_some()) else { return };
+        let Some(victim) = (0..self.nodes.len()).find(|&n| self.nodes[n].engine.is_some()) else {
+            return;
+        };
         let store = self.nodes[victim].engine.as_ref().expect("live").store();
         let head = store.head().clone();
         let key = NodeKey::from_seed([0xbb; 32]);
@@ -453,21 +524,36 @@ impl World {
             .map(|b| b.records().to_vec())
             .unwrap_or_default();
         let ts = Timestamp::from_millis(self.now).expect("valid");
-        let mut forged = self.genesis.template(&head, vec![], ts, key.public()).mine(&self.miner, &self.cancel, &key, &self.genesis.id()).expect("mined");
+        let mut forged = self
+            .genesis
+            .template(&head, vec![], ts, key.public())
+            .mine(&self.miner, &self.cancel, &key, &self.genesis.id())
+            .expect("mined");
         forged.signature.0[3] ^= 1;
         let foreign = self
             .other_genesis
             .template(&self.other_genesis.header(), vec![], ts, key.public())
             .mine(&self.miner, &self.cancel, &key, &self.other_genesis.id())
             .expect("mined");
-        let mut lazy = self.genesis.template(&head, vec![], ts, key.public()).finish(0, &key, &self.genesis.id());
+        let mut lazy = self
+            .genesis
+            .template(&head, vec![], ts, key.public())
+            .finish(0, &key, &self.genesis.id());
         while lazy.hash.leading_zero_bits() >= 4 {
-            lazy = self.genesis.template(&head, vec![], ts, key.public()).finish(lazy.nonce + 1, &key, &self.genesis.id());
+            lazy = self
+                .genesis
+                .template(&head, vec![], ts, key.public())
+                .finish(lazy.nonce + 1, &key, &self.genesis.id());
         }
         let mut blocks = vec![forged, foreign, lazy];
         if !records.is_empty() {
             // Valid work and signature, but a window the branch already has.
-            blocks.push(self.genesis.template(&head, records, ts, key.public()).mine(&self.miner, &self.cancel, &key, &self.genesis.id()).expect("mined"));
+            blocks.push(
+                self.genesis
+                    .template(&head, records, ts, key.public())
+                    .mine(&self.miner, &self.cancel, &key, &self.genesis.id())
+                    .expect("mined"),
+            );
         }
         let claim = HeadMessage {
             chain: self.genesis.id(),
@@ -476,21 +562,43 @@ impl World {
             work: u128::MAX / 2,
             state: Some("synced".into()),
             peers: vec![],
+            instance: Some(7),
             ts: ts.to_string(),
         };
         let mut fake_tip = head;
         fake_tip.hash = Hash32([0xee; 32]);
-        let claim = HeadMessage { header: fake_tip, ..claim };
+        let claim = HeadMessage {
+            header: fake_tip,
+            ..claim
+        };
         for n in 0..self.nodes.len() {
             for b in &blocks {
                 self.send(None, To::Node(n, Event::Block(b.clone())));
             }
-            self.send(None, To::Node(n, Event::Head { head: claim.clone(), best: false }));
+            self.send(
+                None,
+                To::Node(
+                    n,
+                    Event::Head {
+                        head: claim.clone(),
+                        best: false,
+                    },
+                ),
+            );
         }
         for c in 0..self.cabinets.len() {
             for b in &blocks {
                 self.send(None, To::Cabinet(c, CabinetMsg::Block(b.clone())));
-                self.send(None, To::Cabinet(c, CabinetMsg::Header(HeaderMessage { chain: self.genesis.id(), header: b.header() })));
+                self.send(
+                    None,
+                    To::Cabinet(
+                        c,
+                        CabinetMsg::Header(HeaderMessage {
+                            chain: self.genesis.id(),
+                            header: b.header(),
+                        }),
+                    ),
+                );
             }
         }
     }
@@ -502,7 +610,13 @@ impl World {
             Due::Mined { node, job, block } => {
                 if self.nodes[node].job == Some(job) {
                     self.nodes[node].job = None;
-                    self.deliver_node(node, Event::Mined { job, block: Some(block) });
+                    self.deliver_node(
+                        node,
+                        Event::Mined {
+                            job,
+                            block: Some(block),
+                        },
+                    );
                 }
             }
             Due::Tick(n) => {
@@ -533,7 +647,11 @@ impl World {
             Due::Crash { node, wipe } => {
                 if let Some(engine) = self.nodes[node].engine.take() {
                     let disk = engine.into_store().into_log();
-                    self.log(&format!("crash {} wipe={wipe} disk {} blocks", self.nodes[node].id, disk.blocks.len()));
+                    self.log(&format!(
+                        "crash {} wipe={wipe} disk {} blocks",
+                        self.nodes[node].id,
+                        disk.blocks.len()
+                    ));
                     self.nodes[node].disk = Some(if wipe { MemLog::default() } else { disk });
                     self.nodes[node].job = None;
                     let t = self.rng.random_range(300..3_000);
@@ -545,8 +663,14 @@ impl World {
                     return; // Already brought back (the final check restarts everyone).
                 }
                 self.restart(node);
-                let len = self.nodes[node].engine.as_ref().map_or(0, |e| e.store().len());
-                self.log(&format!("restart {} with {len} blocks", self.nodes[node].id));
+                let len = self.nodes[node]
+                    .engine
+                    .as_ref()
+                    .map_or(0, |e| e.store().len());
+                self.log(&format!(
+                    "restart {} with {len} blocks",
+                    self.nodes[node].id
+                ));
             }
             Due::Partition => {
                 if !self.partitioned {
@@ -596,7 +720,10 @@ impl World {
     fn quiet(&self) -> bool {
         self.heads().len() == 1
             && self.cabinets.iter().all(|c| c.held.is_empty())
-            && self.nodes.iter().all(|n| n.engine.as_ref().is_some_and(|e| e.pending() == 0))
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.engine.as_ref().is_some_and(|e| e.pending() == 0))
     }
 
     fn describe(&self) -> String {
@@ -658,7 +785,11 @@ impl World {
         }
         let converged_at = self.now;
         if self.heads().len() != 1 {
-            self.fail(&format!("nodes on {} different heads after {} s", self.heads().len(), (bound - settle_from) / 1000));
+            self.fail(&format!(
+                "nodes on {} different heads after {} s",
+                self.heads().len(),
+                (bound - settle_from) / 1000
+            ));
         }
         let store = self.nodes[0].engine.as_ref().expect("restarted").store();
         let mut on_chain: BTreeMap<(String, u64), usize> = BTreeMap::new();
@@ -675,7 +806,11 @@ impl World {
         }
         for cab in &self.cabinets {
             if !cab.held.is_empty() {
-                self.fail(&format!("cabinet {} still holds windows {:?} (never final)", cab.id, cab.held.keys().take(5).collect::<Vec<_>>()));
+                self.fail(&format!(
+                    "cabinet {} still holds windows {:?} (never final)",
+                    cab.id,
+                    cab.held.keys().take(5).collect::<Vec<_>>()
+                ));
             }
             for w in 0..cab.next_window {
                 match on_chain.get(&(cab.id.clone(), w)) {
@@ -689,7 +824,10 @@ impl World {
             }
             for w in &cab.released {
                 if !on_chain.contains_key(&(cab.id.clone(), *w)) {
-                    self.fail(&format!("{} released {w}, absent from the final chain", cab.id));
+                    self.fail(&format!(
+                        "{} released {w}, absent from the final chain",
+                        cab.id
+                    ));
                 }
             }
         }
@@ -745,7 +883,10 @@ fn run_seeds(first: u64, count: u64) -> (Ms, u64) {
 fn every_window_lands_exactly_once_on_one_head_over_1000_seeds() {
     let (worst, reorgs) = run_seeds(0, seeds(1000));
     // The faults really happened: forks were resolved by reorgs across the seeds.
-    assert!(reorgs > 0, "no reorg in any seed: the simulation exercises nothing");
+    assert!(
+        reorgs > 0,
+        "no reorg in any seed: the simulation exercises nothing"
+    );
     eprintln!("simulation: {reorgs} reorgs; worst settle time {worst} ms");
 }
 
@@ -758,7 +899,10 @@ fn many_more_seeds() {
 
 #[test]
 fn replay() {
-    if let Some(seed) = std::env::var("WATTCHAIN_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seed) = std::env::var("WATTCHAIN_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         let (settle, reorgs) = run_seed(seed);
         eprintln!("seed {seed}: settled {settle} ms after the faults, {reorgs} reorgs");
     }
@@ -768,28 +912,51 @@ fn replay() {
 fn a_10000_block_branch_with_less_work_is_refused_with_memory_bounded() {
     let g = sim_genesis(0, 3, "sim");
     let (key, evil) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
-    let mut store = ChainStore::open_memory(&g, MemLog::default(), Limits::default()).expect("opens");
+    let mut store =
+        ChainStore::open_memory(&g, MemLog::default(), Limits::default()).expect("opens");
     let chain = |from: &crate::ledger::Header, n: u64, key: &NodeKey, t0: u64| {
         let mut at = from.clone();
         (0..n)
             .map(|i| {
-                let b = g.template(&at, vec![], Timestamp::from_millis(START_MS + t0 + i).unwrap(), key.public()).finish(0, key, &g.id());
+                let b = g
+                    .template(
+                        &at,
+                        vec![],
+                        Timestamp::from_millis(START_MS + t0 + i).unwrap(),
+                        key.public(),
+                    )
+                    .finish(0, key, &g.id());
                 at = b.header();
                 b
             })
             .collect::<Vec<_>>()
     };
     for b in chain(&g.header(), 10_050, &key, 0) {
-        assert_eq!(store.insert(b).unwrap().status, crate::ledger::Status::Extended);
+        assert_eq!(
+            store.insert(b).unwrap().status,
+            crate::ledger::Status::Extended
+        );
     }
     let main_head = store.head().hash;
     for b in chain(&g.header(), 10_000, &evil, 7) {
         let status = store.insert(b).unwrap().status;
-        assert!(!matches!(status, crate::ledger::Status::Reorged | crate::ledger::Status::Extended), "{status:?}");
+        assert!(
+            !matches!(
+                status,
+                crate::ledger::Status::Reorged | crate::ledger::Status::Extended
+            ),
+            "{status:?}"
+        );
     }
     let limits = Limits::default();
     let (side, side_bytes, orphans, orphan_bytes) = store.held();
     assert_eq!(store.head().hash, main_head, "the heavier chain stays");
-    assert!(side <= limits.max_side_blocks && side_bytes <= limits.max_side_bytes, "{side} side blocks");
-    assert!(orphans <= limits.max_orphans && orphan_bytes <= limits.max_orphan_bytes, "{orphans} orphans");
+    assert!(
+        side <= limits.max_side_blocks && side_bytes <= limits.max_side_bytes,
+        "{side} side blocks"
+    );
+    assert!(
+        orphans <= limits.max_orphans && orphan_bytes <= limits.max_orphan_bytes,
+        "{orphans} orphans"
+    );
 }

@@ -11,7 +11,9 @@ use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info};
 
 use super::engine::{Action, Engine, Publication};
-use super::wire::{SyncKind, SyncReply, SyncRequest, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS_PER_REPLY};
+use super::wire::{
+    SyncKind, SyncReply, SyncRequest, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS_PER_REPLY,
+};
 use crate::ledger::store::{ChainLog, Status, StoreError};
 use crate::ledger::{Hash32, Header, Work};
 
@@ -23,10 +25,7 @@ const PENALTY_MS: u64 = 60_000;
 #[derive(Debug)]
 enum Phase {
     /// Collecting headers of the peer's branch, verified, lowest first.
-    Headers {
-        headers: Vec<Header>,
-        work: Work,
-    },
+    Headers { headers: Vec<Header>, work: Work },
     /// Fetching the blocks of verified headers.
     Blocks {
         queue: VecDeque<Header>,
@@ -65,7 +64,12 @@ impl<L: ChainLog> Engine<L> {
         if self.syncer.session.is_some() || peer == self.id {
             return;
         }
-        if self.syncer.penalties.get(peer).is_some_and(|until| self.now_ms < *until) {
+        if self
+            .syncer
+            .penalties
+            .get(peer)
+            .is_some_and(|until| self.now_ms < *until)
+        {
             return;
         }
         info!(node = %self.id, peer, "syncing: asking for headers");
@@ -90,7 +94,7 @@ impl<L: ChainLog> Engine<L> {
         let best = self
             .peers
             .iter()
-            .filter(|(id, _)| !self.syncer.penalties.get(*id).is_some_and(|u| now < *u))
+            .filter(|(id, _)| self.syncer.penalties.get(*id).is_none_or(|u| now >= *u))
             .max_by_key(|(_, p)| p.work)
             .map(|(id, p)| (id.clone(), p.work));
         if let Some((peer, work)) = best {
@@ -98,7 +102,13 @@ impl<L: ChainLog> Engine<L> {
         }
     }
 
-    fn request(&mut self, kind: SyncKind, locator: Vec<Hash32>, hashes: Vec<Hash32>, out: &mut Vec<Action>) {
+    fn request(
+        &mut self,
+        kind: SyncKind,
+        locator: Vec<Hash32>,
+        hashes: Vec<Hash32>,
+        out: &mut Vec<Action>,
+    ) {
         let Some(session) = self.syncer.session.as_mut() else {
             return;
         };
@@ -169,12 +179,21 @@ impl<L: ChainLog> Engine<L> {
     }
 
     /// Answers a request addressed to this node from the main chain.
-    pub(super) fn serve(&mut self, req: SyncRequest, out: &mut Vec<Action>) -> Result<(), StoreError> {
+    pub(super) fn serve(
+        &mut self,
+        req: SyncRequest,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StoreError> {
         if req.to != self.id {
             return Ok(());
         }
         if req.chain != self.store.genesis().id() {
-            self.reject("sync", &format!("request for another chain {}", req.chain.short()), &[], out);
+            self.reject(
+                "sync",
+                &format!("request for another chain {}", req.chain.short()),
+                &[],
+                out,
+            );
             return Ok(());
         }
         let mut reply = SyncReply {
@@ -197,7 +216,9 @@ impl<L: ChainLog> Engine<L> {
             SyncKind::Blocks => {
                 let mut bytes = 0;
                 for hash in req.hashes.iter().take(MAX_BLOCKS_PER_REQUEST) {
-                    let Some(block) = self.store.block(hash)? else { continue };
+                    let Some(block) = self.store.block(hash)? else {
+                        continue;
+                    };
                     bytes += block.to_json().len();
                     if bytes > REPLY_BYTES && !reply.blocks.is_empty() {
                         break;
@@ -206,11 +227,18 @@ impl<L: ChainLog> Engine<L> {
                 }
             }
         }
-        out.push(Action::Publish(Publication::SyncReply { to: req.from, reply }));
+        out.push(Action::Publish(Publication::SyncReply {
+            to: req.from,
+            reply,
+        }));
         Ok(())
     }
 
-    pub(super) fn on_sync_reply(&mut self, reply: SyncReply, out: &mut Vec<Action>) -> Result<(), StoreError> {
+    pub(super) fn on_sync_reply(
+        &mut self,
+        reply: SyncReply,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StoreError> {
         let Some(session) = self.syncer.session.as_ref() else {
             return Ok(());
         };
@@ -219,7 +247,10 @@ impl<L: ChainLog> Engine<L> {
             return Ok(());
         }
         if reply.chain != self.store.genesis().id() {
-            self.end_sync(Some(format!("reply for another chain {}", reply.chain.short())), out);
+            self.end_sync(
+                Some(format!("reply for another chain {}", reply.chain.short())),
+                out,
+            );
             return Ok(());
         }
         let claimed = session.claimed.max(reply.work);
@@ -239,7 +270,13 @@ impl<L: ChainLog> Engine<L> {
         }
     }
 
-    fn on_headers(&mut self, reply: SyncReply, mut held: Vec<Header>, mut work: Work, out: &mut Vec<Action>) -> Result<(), StoreError> {
+    fn on_headers(
+        &mut self,
+        reply: SyncReply,
+        mut held: Vec<Header>,
+        mut work: Work,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StoreError> {
         if !reply.blocks.is_empty() {
             self.end_sync(Some("blocks in a headers reply".into()), out);
             return Ok(());
@@ -250,7 +287,13 @@ impl<L: ChainLog> Engine<L> {
                 None => self.known_header(&header.previous_hash)?,
             };
             let Some(parent) = parent else {
-                self.end_sync(Some(format!("header {} does not connect to our chain", header.index)), out);
+                self.end_sync(
+                    Some(format!(
+                        "header {} does not connect to our chain",
+                        header.index
+                    )),
+                    out,
+                );
                 return Ok(());
             };
             if held.is_empty() {
@@ -263,13 +306,22 @@ impl<L: ChainLog> Engine<L> {
             work += self.store.genesis().consensus.weight(&header);
             held.push(header);
             if held.len() > self.config.max_sync_headers {
-                self.end_sync(Some(format!("more than {} headers without more work", self.config.max_sync_headers)), out);
+                self.end_sync(
+                    Some(format!(
+                        "more than {} headers without more work",
+                        self.config.max_sync_headers
+                    )),
+                    out,
+                );
                 return Ok(());
             }
         }
         if work > self.store.work() {
             // Proven heavier: fetch the blocks we do not have.
-            let queue: VecDeque<Header> = held.into_iter().filter(|h| !self.store.knows(&h.hash)).collect();
+            let queue: VecDeque<Header> = held
+                .into_iter()
+                .filter(|h| !self.store.knows(&h.hash))
+                .collect();
             self.set_phase(Phase::Blocks {
                 queue,
                 asked: Vec::new(),
@@ -278,20 +330,31 @@ impl<L: ChainLog> Engine<L> {
         }
         match held.last().map(|h| h.hash) {
             Some(last) if reply.more => {
-                self.set_phase(Phase::Headers { headers: held, work });
+                self.set_phase(Phase::Headers {
+                    headers: held,
+                    work,
+                });
                 self.ask_headers(vec![last], out);
             }
             _ => {
                 let claimed = self.syncer.session.as_ref().map_or(0, |s| s.claimed);
-                let lie = (claimed > self.store.work() && !reply.more && !self.store.knows(&reply.tip.hash))
-                    .then(|| format!("claims work {claimed} its headers do not reach"));
+                let lie = (claimed > self.store.work()
+                    && !reply.more
+                    && !self.store.knows(&reply.tip.hash))
+                .then(|| format!("claims work {claimed} its headers do not reach"));
                 self.end_sync(lie, out);
             }
         }
         Ok(())
     }
 
-    fn on_blocks(&mut self, reply: SyncReply, mut queue: VecDeque<Header>, asked: Vec<Hash32>, out: &mut Vec<Action>) -> Result<(), StoreError> {
+    fn on_blocks(
+        &mut self,
+        reply: SyncReply,
+        mut queue: VecDeque<Header>,
+        asked: Vec<Hash32>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StoreError> {
         if reply.blocks.len() > asked.len() || !reply.headers.is_empty() {
             self.end_sync(Some("more than was asked".into()), out);
             return Ok(());
@@ -304,11 +367,20 @@ impl<L: ChainLog> Engine<L> {
         let mut received = 0;
         for block in reply.blocks {
             let Some(pos) = queue.iter().position(|h| h.hash == block.hash) else {
-                self.end_sync(Some(format!("block {} was not asked for", block.hash.short())), out);
+                self.end_sync(
+                    Some(format!("block {} was not asked for", block.hash.short())),
+                    out,
+                );
                 return Ok(());
             };
             if block.header() != queue[pos] {
-                self.end_sync(Some(format!("block {} is not the one its header announced", block.index)), out);
+                self.end_sync(
+                    Some(format!(
+                        "block {} is not the one its header announced",
+                        block.index
+                    )),
+                    out,
+                );
                 return Ok(());
             }
             queue.remove(pos);
@@ -346,7 +418,11 @@ impl<L: ChainLog> Engine<L> {
     fn ask_blocks(&mut self, out: &mut Vec<Action>) -> Result<(), StoreError> {
         let hashes: Vec<Hash32> = match self.syncer.session.as_mut().map(|s| &mut s.phase) {
             Some(Phase::Blocks { queue, asked }) => {
-                *asked = queue.iter().take(MAX_BLOCKS_PER_REQUEST).map(|h| h.hash).collect();
+                *asked = queue
+                    .iter()
+                    .take(MAX_BLOCKS_PER_REQUEST)
+                    .map(|h| h.hash)
+                    .collect();
                 asked.clone()
             }
             _ => return Ok(()),
@@ -364,4 +440,3 @@ impl<L: ChainLog> Engine<L> {
         Ok(self.store.block(hash)?.map(|b| b.header()))
     }
 }
-

@@ -531,10 +531,7 @@ pub fn mine_blocks(
     key: &wattchain::ledger::NodeKey,
     records: Vec<Vec<wattchain::ledger::Record>>,
 ) -> Vec<Block> {
-    let (miner, cancel) = (
-        wattchain::ledger::Miner::new(1),
-        CancellationToken::new(),
-    );
+    let (miner, cancel) = (wattchain::ledger::Miner::new(1), CancellationToken::new());
     let mut at = parent.clone();
     records
         .into_iter()

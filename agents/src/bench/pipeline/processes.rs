@@ -98,7 +98,17 @@ impl Children {
             let data = data.to_string_lossy();
             let child = spawn(
                 "node",
-                &["node", "--broker", &broker, "--id", &id, "--data-dir", &data, "--genesis", &genesis],
+                &[
+                    "node",
+                    "--broker",
+                    &broker,
+                    "--id",
+                    &id,
+                    "--data-dir",
+                    &data,
+                    "--genesis",
+                    &genesis,
+                ],
             )?;
             self.roles.push((format!("node-{n}"), child, 0));
             waiting.insert(topics.agent_status(&id));

@@ -59,9 +59,14 @@ impl ChainTally {
         let mut duplicated = 0;
         let text = std::fs::read_to_string(path).unwrap_or_default();
         for line in text.lines() {
-            let Ok(block) = Block::from_json(line) else { continue };
+            let Ok(block) = Block::from_json(line) else {
+                continue;
+            };
             for r in block.records() {
-                if self.cabinets.contains(&r.cabinet) && r.window < self.per_cabinet && !seen.insert((r.cabinet.clone(), r.window)) {
+                if self.cabinets.contains(&r.cabinet)
+                    && r.window < self.per_cabinet
+                    && !seen.insert((r.cabinet.clone(), r.window))
+                {
                     duplicated += 1;
                 }
             }

@@ -27,8 +27,14 @@ pub struct Pow {
 
 impl Pow {
     /// Reads `{"mode":"pow","difficulty":D}`; unknown keys are refused.
-    pub fn from_params(params: &Map<String, Value>, finality_depth: u64) -> Result<Pow, ParamsError> {
-        if let Some(key) = params.keys().find(|k| !["mode", "difficulty"].contains(&k.as_str())) {
+    pub fn from_params(
+        params: &Map<String, Value>,
+        finality_depth: u64,
+    ) -> Result<Pow, ParamsError> {
+        if let Some(key) = params
+            .keys()
+            .find(|k| !["mode", "difficulty"].contains(&k.as_str()))
+        {
             return Err(ParamsError::UnknownKey(key.clone()));
         }
         let difficulty = params

@@ -182,5 +182,4 @@ impl Midstate {
         }
         Ok(out)
     }
-
 }

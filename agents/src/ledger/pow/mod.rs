@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::encoding::HeaderPrefix;
 use engine::{lane_state, Kernel, MAX_LANES};
 pub use engine::{Engine, UnknownEngine, UnsupportedEngine};
-use midstate::{state_bytes, state_leading_zeros};
 pub use midstate::Midstate;
+use midstate::{state_bytes, state_leading_zeros};
 
 /// Trials between two looks at the stop flags (tens of microseconds of work).
 pub const POLL_EVERY: u64 = 1024;
@@ -106,7 +106,12 @@ impl Miner {
     }
 
     /// Like [`Miner::mine`], but also reports the work done when the search was cancelled.
-    pub fn search(&self, prefix: &HeaderPrefix, difficulty: u32, cancel: &CancellationToken) -> Search {
+    pub fn search(
+        &self,
+        prefix: &HeaderPrefix,
+        difficulty: u32,
+        cancel: &CancellationToken,
+    ) -> Search {
         let midstate = Midstate::new(prefix);
         // `with_engine` checked support; a miner built elsewhere still falls back safely.
         let kernel = Kernel::new(self.engine).unwrap_or(Kernel::Portable);
@@ -299,7 +304,11 @@ mod tests {
     #[test]
     fn preset_cancel_returns_none_after_at_most_one_poll_per_thread() {
         let prefix = HeaderPrefix::new(1, 256, &Hash32::ZERO, &Hash32::ZERO, 0);
-        let search = Miner::new(2).search(&prefix, 256, &{ let t = CancellationToken::new(); t.cancel(); t });
+        let search = Miner::new(2).search(&prefix, 256, &{
+            let t = CancellationToken::new();
+            t.cancel();
+            t
+        });
         assert!(search.found.is_none());
         assert!(search.trials <= 2 * POLL_EVERY);
     }

@@ -17,6 +17,10 @@ use crate::ledger::rules::Violation;
 pub trait ChainLog: Send {
     /// Blocks held.
     fn len(&self) -> u64;
+    /// Whether no block is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Appends blocks after the last one (durable after [`ChainLog::sync`]).
     fn append(&mut self, blocks: &[Block]) -> Result<(), StoreError>;
     /// Makes every append durable.
@@ -242,7 +246,9 @@ impl ChainLog for FileLog {
             });
         };
         let mut buf = vec![0u8; (end - start) as usize];
-        self.file.read_exact_at(&mut buf, start).map_err(io(&self.path))?;
+        self.file
+            .read_exact_at(&mut buf, start)
+            .map_err(io(&self.path))?;
         let text = std::str::from_utf8(&buf).unwrap_or_default().trim_end();
         Block::from_json(text).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),

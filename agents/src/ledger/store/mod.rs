@@ -21,7 +21,10 @@ use super::block::{Block, Header};
 use super::consensus::Work;
 use super::encoding::Hash32;
 use super::genesis::Genesis;
-use super::rules::{check_block, check_block_with, check_detached_with, check_genesis_block, check_header_with, Verified, Violation};
+use super::rules::{
+    check_block, check_block_with, check_detached_with, check_genesis_block, check_header_with,
+    Verified, Violation,
+};
 use super::windows::WindowIndex;
 pub use log::{ChainLog, FileLog, MemLog, OpenReport};
 
@@ -58,7 +61,9 @@ pub enum StoreError {
         len: u64,
     },
     /// An earlier write could not be undone; reopen the store to re-verify the file.
-    #[error("an earlier write failed and could not be undone; restart to re-verify the chain file")]
+    #[error(
+        "an earlier write failed and could not be undone; restart to re-verify the chain file"
+    )]
     Poisoned,
 }
 
@@ -107,7 +112,7 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// A block appended on top of the head.
-    Extended(Block),
+    Extended(Box<Block>),
     /// The main chain left `removed` (old branch above `fork`) for `added` (new branch).
     Reorg {
         /// Index of the last common block.
@@ -209,7 +214,10 @@ impl ChainStore<FileLog> {
         };
         let (log, mut report) = FileLog::open(path, |b| loader.accept(b))?;
         let Loader {
-            main, windows, head, ..
+            main,
+            windows,
+            head,
+            ..
         } = loader;
         report.created = head.is_none();
         let store = ChainStore::assemble(genesis, log, main, windows, head, limits)?;
@@ -231,9 +239,13 @@ impl ChainStore<MemLog> {
             loader.accept(block)?;
         }
         let Loader {
-            main, windows, head, ..
+            main,
+            windows,
+            head,
+            ..
         } = loader;
-        ChainStore::assemble(genesis, log, main, windows, head, limits).map_err(|e| Violation::Unparseable(e.to_string()))
+        ChainStore::assemble(genesis, log, main, windows, head, limits)
+            .map_err(|e| Violation::Unparseable(e.to_string()))
     }
 
     /// The simulated disk, for a restart.
@@ -264,7 +276,11 @@ impl<L: ChainLog> ChainStore<L> {
                 block.header()
             }
         };
-        let on_main = main.iter().enumerate().map(|(i, m)| (m.hash, i as u64)).collect();
+        let on_main = main
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.hash, i as u64))
+            .collect();
         Ok(ChainStore {
             genesis: genesis.clone(),
             log,
@@ -410,11 +426,17 @@ impl<L: ChainLog> ChainStore<L> {
         Ok(Insert { status, changes })
     }
 
-    fn connect_orphans(&mut self, parent: Hash32, changes: &mut Vec<Change>) -> Result<(), StoreError> {
+    fn connect_orphans(
+        &mut self,
+        parent: Hash32,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), StoreError> {
         let mut frontier = vec![parent];
         while let Some(parent) = frontier.pop() {
             while let Some(pos) = self.orphans.iter().position(|b| b.previous_hash == parent) {
-                let Some(orphan) = self.orphans.remove(pos) else { break };
+                let Some(orphan) = self.orphans.remove(pos) else {
+                    break;
+                };
                 self.orphan_bytes -= block_bytes(&orphan);
                 let hash = orphan.hash;
                 let status = self.insert_one(orphan, changes)?;
@@ -426,32 +448,50 @@ impl<L: ChainLog> ChainStore<L> {
         Ok(())
     }
 
-    fn insert_one(&mut self, block: Block, changes: &mut Vec<Change>) -> Result<Status, StoreError> {
+    fn insert_one(
+        &mut self,
+        block: Block,
+        changes: &mut Vec<Change>,
+    ) -> Result<Status, StoreError> {
         if self.on_main.contains_key(&block.hash) || self.side.contains_key(&block.hash) {
             return Ok(Status::Known);
         }
         if block.index == 0 {
             // Another genesis block is never a valid block of this chain.
             return Ok(Status::Invalid(
-                check_genesis_block(&self.genesis, &block).err().unwrap_or(Violation::IndexOutOfSequence {
-                    expected: 1,
-                    found: 0,
-                }),
+                check_genesis_block(&self.genesis, &block).err().unwrap_or(
+                    Violation::IndexOutOfSequence {
+                        expected: 1,
+                        found: 0,
+                    },
+                ),
             ));
         }
         let parent = block.previous_hash;
         if parent == self.head.hash {
             let windows = &self.windows;
-            if let Err(v) = check_block_with(&self.genesis, &block, &self.head, |c, w| windows.get(c, w), &mut self.verified) {
+            if let Err(v) = check_block_with(
+                &self.genesis,
+                &block,
+                &self.head,
+                |c, w| windows.get(c, w),
+                &mut self.verified,
+            ) {
                 return Ok(Status::Invalid(v));
             }
             self.log.append(std::slice::from_ref(&block))?;
             self.push_main(&block);
-            changes.push(Change::Extended(block));
+            changes.push(Change::Extended(Box::new(block)));
             return Ok(Status::Extended);
         }
-        let (parent_header, parent_work, fork, branch) = if let Some(&p) = self.on_main.get(&parent) {
-            (self.log.read(p)?.header(), self.main[p as usize].work, p, Vec::new())
+        let (parent_header, parent_work, fork, branch) = if let Some(&p) = self.on_main.get(&parent)
+        {
+            (
+                self.log.read(p)?.header(),
+                self.main[p as usize].work,
+                p,
+                Vec::new(),
+            )
         } else if let Some(side) = self.side.get(&parent) {
             let (fork, branch) = self.branch_of(parent);
             (side.header.clone(), side.work, fork, branch)
@@ -461,7 +501,8 @@ impl<L: ChainLog> ChainStore<L> {
             }
             // Only what can be checked without the parent, but that much: a block of another
             // genesis or without its work is refused here, not kept.
-            if let Err(v) = check_detached_with(&self.genesis, &block.header(), &mut self.verified) {
+            if let Err(v) = check_detached_with(&self.genesis, &block.header(), &mut self.verified)
+            {
                 return Ok(Status::Invalid(v));
             }
             self.keep_orphan(block);
@@ -481,7 +522,13 @@ impl<L: ChainLog> ChainStore<L> {
                 .filter(|b| *b <= fork)
                 .or_else(|| on_branch.get(&(c, w)).copied())
         };
-        if let Err(v) = check_block_with(&self.genesis, &block, &parent_header, committed, &mut self.verified) {
+        if let Err(v) = check_block_with(
+            &self.genesis,
+            &block,
+            &parent_header,
+            committed,
+            &mut self.verified,
+        ) {
             return Ok(Status::Invalid(v));
         }
         drop(on_branch);
@@ -591,7 +638,9 @@ impl<L: ChainLog> ChainStore<L> {
 
     /// Evicts the lightest leaves of the side branches until within the limits.
     fn enforce_side_limits(&mut self) {
-        while self.side.len() > self.limits.max_side_blocks || self.side_bytes > self.limits.max_side_bytes {
+        while self.side.len() > self.limits.max_side_blocks
+            || self.side_bytes > self.limits.max_side_bytes
+        {
             let parents: std::collections::HashSet<Hash32> =
                 self.side.values().map(|s| s.block.previous_hash).collect();
             let Some(leaf) = self
@@ -616,7 +665,9 @@ impl<L: ChainLog> ChainStore<L> {
         }
         self.orphan_bytes += bytes;
         self.orphans.push_back(block);
-        while self.orphans.len() > self.limits.max_orphans || self.orphan_bytes > self.limits.max_orphan_bytes {
+        while self.orphans.len() > self.limits.max_orphans
+            || self.orphan_bytes > self.limits.max_orphan_bytes
+        {
             match self.orphans.pop_front() {
                 Some(old) => self.orphan_bytes -= block_bytes(&old),
                 None => break,
@@ -633,7 +684,9 @@ impl<L: ChainLog> ChainStore<L> {
     /// The main-chain headers from `from` on, at most `count`.
     pub fn headers(&self, from: u64, count: u64) -> Result<Vec<Header>, StoreError> {
         let end = self.len().min(from.saturating_add(count));
-        (from..end).map(|i| self.log.read(i).map(|b| b.header())).collect()
+        (from..end)
+            .map(|i| self.log.read(i).map(|b| b.header()))
+            .collect()
     }
 }
 
