@@ -423,10 +423,13 @@ pub(crate) enum ChainCommand {
 pub(crate) enum BenchCommand {
     /// Trials per second of the miner (the nodes' code path, at a difficulty never met).
     Mine(BenchMineArgs),
-    /// Synthetic cabinets through the real averagers and publisher to the chain.
+    /// Synthetic cabinets through the real averagers and nodes to the chain.
     Pipeline(bench::pipeline::PipelineBench),
     /// Modbus poll round trip and period jitter against the simulator.
     Modbus(bench::modbus::ModbusBench),
+    /// A node with an empty data directory catching up with a long chain, against one core's
+    /// signature verification rate.
+    Sync(bench::sync::SyncBench),
 }
 
 #[derive(Args)]

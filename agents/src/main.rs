@@ -440,6 +440,11 @@ async fn run_bench(command: BenchCommand) -> Result<ExitCode> {
             (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
         }
         BenchCommand::Mine(args) => return run_bench_mine(args).await,
+        BenchCommand::Sync(b) => {
+            let r = bench::sync::run(&b, shutdown).await?;
+            let ok = r.blocks > 0;
+            (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
+        }
         BenchCommand::Modbus(b) => {
             let r = bench::modbus::run(&b, shutdown).await?;
             (

@@ -4,9 +4,11 @@
 //! # Layout
 //!
 //! - [`mine`]: trials per second of the proof-of-work miner (and of the textbook method).
-//! - [`pipeline`]: synthetic cabinets through averagers and publisher to the chain.
+//! - [`pipeline`]: synthetic cabinets through averagers and nodes to the chain.
 //! - [`modbus`]: the Modbus poll round trip and period jitter against the simulator.
+//! - [`sync`]: a node with an empty data directory catching up with a long chain.
 
 pub mod mine;
 pub mod modbus;
 pub mod pipeline;
+pub mod sync;

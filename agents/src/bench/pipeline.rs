@@ -429,12 +429,13 @@ fn describe_early_end(end: Result<RoleEnd, tokio::task::JoinError>) -> String {
 }
 
 /// A fresh directory for one run, removed when dropped.
-struct BenchDir {
-    path: PathBuf,
+/// A fresh data directory for one bench run, removed when dropped.
+pub(crate) struct BenchDir {
+    pub(crate) path: PathBuf,
 }
 
 impl BenchDir {
-    fn create(parent: &Path) -> Result<BenchDir, PipelineBenchError> {
+    pub(crate) fn create(parent: &Path) -> Result<BenchDir, PipelineBenchError> {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());

@@ -254,6 +254,8 @@ pub struct Engine<L: ChainLog> {
     tie_since: Option<u64>,
     /// This process's random instance number (in its node heads).
     instance: u64,
+    /// Inserting a batch of blocks from sync: announce and mine once, at its end.
+    pub(super) in_batch: bool,
     stats: NodeStats,
 }
 
@@ -286,6 +288,7 @@ impl<L: ChainLog> Engine<L> {
             rival_work: 0,
             tie_since: None,
             instance: rand::random(),
+            in_batch: false,
             stats: NodeStats::default(),
             store,
         };
@@ -419,7 +422,12 @@ impl<L: ChainLog> Engine<L> {
         let hash = block.hash;
         // Kept for the dead letter only when refused (most blocks are not).
         let copy = (!from_sync).then(|| block.clone());
-        let insert = self.store.insert(block)?;
+        // A batch from sync is made durable once, at its end (`finish_batch`).
+        let insert = if from_sync {
+            self.store.insert_deferred(block)?
+        } else {
+            self.store.insert(block)?
+        };
         match &insert.status {
             Status::Invalid(v) => {
                 if matches!(
@@ -580,6 +588,9 @@ impl<L: ChainLog> Engine<L> {
 
     /// Asks the consensus mode what to do now, and starts mining if it says produce.
     fn drive(&mut self, event: ModeEvent<'_>, out: &mut Vec<Action>) {
+        if self.in_batch {
+            return;
+        }
         let head = self.store.head().clone();
         let confirmations = head.index - self.last_records;
         let work = self.store.work();
@@ -680,8 +691,20 @@ impl<L: ChainLog> Engine<L> {
         }
     }
 
+    /// Ends a batch of blocks from sync: durable, then announced and driven once.
+    pub(super) fn finish_batch(&mut self, out: &mut Vec<Action>) -> Result<(), StoreError> {
+        self.in_batch = false;
+        self.store.flush()?;
+        self.announce(out);
+        self.drive(ModeEvent::Head, out);
+        Ok(())
+    }
+
     /// Publishes this node's head, and the best head if ours beats the retained one.
     pub(super) fn announce(&mut self, out: &mut Vec<Action>) {
+        if self.in_batch {
+            return;
+        }
         self.last_announce_ms = self.now_ms;
         let state = if self.syncer.active() {
             "syncing"

@@ -365,6 +365,7 @@ impl<L: ChainLog> Engine<L> {
             return Ok(());
         }
         let mut received = 0;
+        self.in_batch = true;
         for block in reply.blocks {
             let Some(pos) = queue.iter().position(|h| h.hash == block.hash) else {
                 self.end_sync(
@@ -374,6 +375,7 @@ impl<L: ChainLog> Engine<L> {
                 return Ok(());
             };
             if block.header() != queue[pos] {
+                self.finish_batch(out)?;
                 self.end_sync(
                     Some(format!(
                         "block {} is not the one its header announced",
@@ -386,10 +388,12 @@ impl<L: ChainLog> Engine<L> {
             queue.remove(pos);
             received += 1;
             if let Status::Invalid(v) = self.on_block(block, true, out)? {
+                self.finish_batch(out)?;
                 self.end_sync(Some(format!("a block breaks the rules: {v}")), out);
                 return Ok(());
             }
         }
+        self.finish_batch(out)?;
         debug!(node = %self.id, received, left = queue.len(), "sync: blocks inserted");
         if queue.is_empty() {
             // Caught up with what the headers showed; the peer may have more.

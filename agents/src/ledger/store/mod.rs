@@ -415,15 +415,28 @@ impl<L: ChainLog> ChainStore<L> {
     }
 
     /// Validates `block` and adds it to the tree; the main chain follows the most weight.
+    /// Durable (fsynced) when it returns.
     pub fn insert(&mut self, block: Block) -> Result<Insert, StoreError> {
+        let insert = self.insert_deferred(block)?;
+        self.log.sync()?;
+        Ok(insert)
+    }
+
+    /// [`insert`](Self::insert) without the fsync of appended blocks (a reorg's cut is still
+    /// durable before its appends): for a batch from sync, made durable by [`flush`](Self::flush).
+    pub fn insert_deferred(&mut self, block: Block) -> Result<Insert, StoreError> {
         let hash = block.hash;
         let mut changes = Vec::new();
         let status = self.insert_one(block, &mut changes)?;
         if matches!(status, Status::Extended | Status::Reorged | Status::Side) {
             self.connect_orphans(hash, &mut changes)?;
         }
-        self.log.sync()?;
         Ok(Insert { status, changes })
+    }
+
+    /// Makes every deferred append durable.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.log.sync()
     }
 
     fn connect_orphans(
