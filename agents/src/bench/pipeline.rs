@@ -348,6 +348,9 @@ async fn drive(
     observer.close().await;
     let elapsed = tally.last_commit.map_or(Duration::ZERO, |t| t - start);
     let (committed, duplicated) = tally.in_chain_file(&chain_file);
+    let blocks_final = std::fs::read_to_string(&chain_file)
+        .map(|t| t.lines().count().saturating_sub(1) as u64)
+        .unwrap_or(0);
     Ok(PipelineReport {
         broker: broker_name,
         cabinets: bench.cabinets,
@@ -363,6 +366,12 @@ async fn drive(
         windows_lost: produced.saturating_sub(committed),
         windows_duplicated: duplicated,
         blocks: tally.blocks.len() as u64,
+        blocks_final,
+        stale_rate: if tally.blocks.is_empty() {
+            0.0
+        } else {
+            1.0 - (blocks_final as f64 / tally.blocks.len() as f64).min(1.0)
+        },
         republished,
         window_to_block: Spread::of(&mut tally.latencies),
         rss_idle_kib,

@@ -28,8 +28,12 @@ pub struct PipelineReport {
     pub windows_lost: u64,
     /// Windows seen in more than one block.
     pub windows_duplicated: u64,
-    /// Distinct blocks seen.
+    /// Distinct blocks seen on `ledger/block` (every node's, stale ones included).
     pub blocks: u64,
+    /// Blocks of the final main chain (node 1's chain file), genesis excluded.
+    pub blocks_final: u64,
+    /// Share of the blocks seen that did not make the final chain: `1 - final/seen`.
+    pub stale_rate: f64,
     /// Window publications the cabinets repeated (commit deadline passed).
     pub republished: u64,
     /// From a window's last sample (its `to`, ms grain) to its block's arrival.
@@ -68,6 +72,13 @@ impl fmt::Display for PipelineReport {
         )?;
         writeln!(f, "  windows      produced {}  committed {}  lost {}  duplicated {}  (blocks {}, re-published {})",
             self.windows_produced, self.windows_committed, self.windows_lost, self.windows_duplicated, self.blocks, self.republished)?;
+        writeln!(
+            f,
+            "  blocks       {} seen, {} in the final chain: stale rate {:.1} %",
+            self.blocks,
+            self.blocks_final,
+            self.stale_rate * 100.0
+        )?;
         writeln!(
             f,
             "  window→block p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",

@@ -26,7 +26,7 @@ use super::rules::{
     Verified, Violation,
 };
 use super::windows::WindowIndex;
-pub use log::{ChainLog, FileLog, MemLog, OpenReport};
+pub use log::{read_blocks, ChainLog, FileLog, MemLog, OpenReport};
 
 /// Name of the main chain file inside a data directory.
 pub const CHAIN_FILE: &str = "chain.jsonl";
