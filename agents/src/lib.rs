@@ -14,6 +14,8 @@
 //! - [`averager`]: the stateless averaging worker on the shared subscription.
 //! - [`publisher`]: assembles averages into records, mines and appends blocks.
 //! - [`up`]: the whole pipeline in one process (`wattchain up`).
+//! - [`web`]: the HTTP API, live dashboard and `/metrics` (axum, in-process).
+//! - [`metrics`](mod@metrics): every Prometheus metric name, the handles agents count with, the recorder.
 //! - [`bench`](mod@bench): the measurements behind `wattchain bench` (mining, pipeline, Modbus).
 
 pub mod averager;
@@ -22,9 +24,11 @@ pub mod bus;
 pub mod cabinet;
 pub mod ledger;
 pub mod messages;
+pub mod metrics;
 pub mod modbus;
 pub mod publisher;
 pub mod regmap;
 pub mod sim;
 pub mod topics;
 pub mod up;
+pub mod web;

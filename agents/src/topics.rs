@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use utoipa::ToSchema;
 
 /// Default root prefix of every topic.
 pub const DEFAULT_ROOT: &str = "wattchain";
@@ -16,7 +17,9 @@ pub const DEFAULT_ROOT: &str = "wattchain";
 pub const MAX_ID_LEN: usize = 64;
 
 /// One of the four measured quantities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 pub enum Quantity {
     /// RMS voltage, volts.
     U,
@@ -126,6 +129,8 @@ pub enum Route {
     Block,
     /// `{root}/ledger/head`
     Head,
+    /// `{root}/ledger/node/{id}/head`
+    NodeHead { node: String },
     /// `{root}/agent/{id}/status`
     AgentStatus { id: String },
     /// `{root}/deadletter/{role}`
@@ -207,6 +212,30 @@ impl Topics {
         format!("{}/ledger/head", self.root)
     }
 
+    /// The retained head and state of one ledger node.
+    pub fn node_head(&self, node: &str) -> String {
+        format!("{}/ledger/node/{node}/head", self.root)
+    }
+
+    /// What a watcher (the web service's live view) subscribes to: quadruplets, averages,
+    /// statuses, blocks, heads and dead letters; not the window tasks, the bulk of the traffic.
+    pub fn watch_filters(&self) -> Vec<String> {
+        let r = &self.root;
+        [
+            "cabinet/+/quad",
+            "cabinet/+/average/+",
+            "cabinet/+/status",
+            "agent/+/status",
+            "ledger/block",
+            "ledger/head",
+            "ledger/node/+/head",
+            "deadletter/+",
+        ]
+        .iter()
+        .map(|f| format!("{r}/{f}"))
+        .collect()
+    }
+
     /// The retained status of one agent.
     pub fn agent_status(&self, id: &str) -> String {
         format!("{}/agent/{id}/status", self.root)
@@ -263,6 +292,7 @@ impl Topics {
             ["cabinet", cab, "commit"] => Some(Route::Commit { cabinet: id(cab)? }),
             ["ledger", "block"] => Some(Route::Block),
             ["ledger", "head"] => Some(Route::Head),
+            ["ledger", "node", node, "head"] => Some(Route::NodeHead { node: id(node)? }),
             ["agent", agent, "status"] => Some(Route::AgentStatus { id: id(agent)? }),
             ["deadletter", role] => Some(Route::Deadletter { role: id(role)? }),
             _ => None,
@@ -312,6 +342,7 @@ mod tests {
             ),
             (t.block(), Route::Block),
             (t.head(), Route::Head),
+            (t.node_head("n-1"), Route::NodeHead { node: "n-1".into() }),
             (
                 t.agent_status("a-1"),
                 Route::AgentStatus { id: "a-1".into() },
