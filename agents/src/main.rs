@@ -23,10 +23,11 @@ use wattchain::regmap::RegisterMap;
 use wattchain::sim::{self, ChurnSpec, SimConfig, Simulator};
 use wattchain::topics::check_id;
 use wattchain::up::{self, UpConfig, UpEvent};
+use wattchain::web::{self, HttpListen, HttpSettings, WebSources};
 
 use cli::{
     AveragerArgs, BenchCommand, BenchMineArgs, BrokerArgs, BrokerCommand, CabinetCommand,
-    CabinetRunArgs, ChainCommand, Cli, Command, PublisherArgs, SimArgs, UpArgs,
+    CabinetRunArgs, ChainCommand, Cli, Command, PublisherArgs, SimArgs, UpArgs, WebArgs,
 };
 
 mod cli;
@@ -146,6 +147,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         },
         Command::Averager(args) => run_averager(args).await,
         Command::Publisher(args) => run_publisher(args).await,
+        Command::Web(args) => run_web(args).await,
         Command::Chain {
             command: ChainCommand::Verify { file },
         } => Ok(verify_chain(&file)),
@@ -206,7 +208,9 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
         cabinet: args.cabinet,
         commit_deadline: args.commit_deadline,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        http: args.http_args.settings(args.http, Default::default()),
     };
+    let token = config.http.as_ref().is_some_and(|h| h.web.token.is_some());
     let shutdown = shutdown_on_signals();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {
@@ -216,6 +220,7 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                     broker,
                     modbus,
                     chain,
+                    http,
                 } => {
                     let port = broker.rsplit(':').next().unwrap_or("1883").to_string();
                     out!("wattchain is up.");
@@ -223,6 +228,9 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                     out!("  simulator  modbus://{modbus}");
                     out!("  chain      {}", chain.display());
                     out!("  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t 'wattchain/#' -v");
+                    if let Some(addr) = http {
+                        print_http(addr, token);
+                    }
                     out!("  verify     wattchain chain verify {}", chain.display());
                     out!("Ctrl-C stops everything cleanly.");
                 }
@@ -382,7 +390,79 @@ async fn run_publisher(args: PublisherArgs) -> Result<ExitCode> {
         args.bus.options(&args.id, publisher::ROLE)?,
         config.subscriptions(),
     )?;
-    publisher::run(config, bus, shutdown_on_signals(), None).await?;
+    let shutdown = shutdown_on_signals();
+    let web = match args.http_args.settings(args.http, config.topics.clone()) {
+        Some(settings) => {
+            let token = settings.web.token.is_some();
+            let id = format!("{}-web", args.id);
+            let chain = config.chain_path();
+            let (addr, task) = start_web(settings, &args.bus, &id, chain, shutdown.clone()).await?;
+            print_http(addr, token);
+            Some(task)
+        }
+        None => None,
+    };
+    let result = publisher::run(config, bus, shutdown.clone(), None).await;
+    shutdown.cancel();
+    if let Some(task) = web {
+        task.await.context("web service task")??;
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The banner lines of a process serving HTTP: where, and a warning when it is open.
+fn print_http(addr: SocketAddr, token: bool) {
+    out!("  dashboard  http://{addr}/  (API http://{addr}/api/v1, metrics http://{addr}/metrics)");
+    if !addr.ip().is_loopback() && !token {
+        out!("  WARNING    the HTTP API on {addr} has no --http-token: anyone who can reach it reads everything");
+    }
+}
+
+/// Binds `settings`, connects the web service's own MQTT session and returns its task.
+async fn start_web(
+    settings: HttpSettings,
+    bus: &cli::BusArgs,
+    id: &str,
+    chain: PathBuf,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(
+    SocketAddr,
+    tokio::task::JoinHandle<Result<(), web::WebError>>,
+)> {
+    wattchain::metrics::install();
+    let listener = web::bind(settings.listen).await?;
+    let addr = listener.local_addr()?;
+    let session = Bus::connect(
+        bus.options(id, web::ROLE)?,
+        web::feed::subscriptions(&settings.web.topics),
+    )?;
+    let sources = WebSources {
+        chain,
+        bus: session,
+        broker: bus.broker.clone(),
+    };
+    let task = tokio::spawn(web::run(settings.web, listener, sources, shutdown));
+    Ok((addr, task))
+}
+
+async fn run_web(args: WebArgs) -> Result<ExitCode> {
+    check_id(&args.id)?;
+    let settings = args
+        .http_args
+        .settings(HttpListen(Some(args.http)), args.bus.topics()?)
+        .context("--http is required")?;
+    let token = settings.web.token.is_some();
+    let shutdown = shutdown_on_signals();
+    let (addr, task) =
+        start_web(settings, &args.bus, &args.id, args.chain.clone(), shutdown).await?;
+    out!(
+        "wattchain web: chain {} via {}",
+        args.chain.display(),
+        args.bus.broker
+    );
+    print_http(addr, token);
+    task.await.context("web service task")??;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -47,6 +47,8 @@ pub const NODE_HEIGHT: &str = "wattchain_node_height";
 pub const WEB_SSE_CLIENTS: &str = "wattchain_web_sse_clients";
 /// Server-sent-event clients dropped because they read too slowly.
 pub const WEB_SSE_DROPPED: &str = "wattchain_web_sse_dropped_total";
+/// HTTP connections closed because the peer stopped reading (a write waited past the deadline).
+pub const WEB_STALLED: &str = "wattchain_web_stalled_total";
 /// Server-sent-event clients refused because the cap was reached.
 pub const WEB_SSE_REFUSED: &str = "wattchain_web_sse_refused_total";
 /// HTTP requests answered, by status class (`2xx`, `4xx`, ...). Label `class`.
@@ -122,6 +124,10 @@ fn describe() {
             "Event-stream clients dropped for reading too slowly",
         ),
         (WEB_SSE_REFUSED, "Event-stream clients refused at the cap"),
+        (
+            WEB_STALLED,
+            "HTTP connections closed because the peer stopped reading",
+        ),
         (WEB_REQUESTS, "HTTP requests answered, by status class"),
         (WEB_REFUSED, "HTTP requests timed out or shed under load"),
         (BROKER_RECEIVED, "Messages the broker received"),

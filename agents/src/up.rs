@@ -1,6 +1,6 @@
 //! `wattchain up`: the whole pipeline in one process — embedded broker, simulator with churn,
 //! one cabinet agent, N averagers and the publisher — each on its own MQTT session, exactly as
-//! they would run on separate machines.
+//! they would run on separate machines — and the web service (API, dashboard, `/metrics`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +20,7 @@ use crate::publisher::{self, MinedBlock, PublisherConfig};
 use crate::regmap::RegisterMap;
 use crate::sim::{ChurnSpec, SimConfig, Simulator};
 use crate::topics::Topics;
+use crate::web::{self, HttpSettings, WebSources};
 
 /// Everything `wattchain up` can be told.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct UpConfig {
     pub commit_deadline: Duration,
     /// Mining threads.
     pub threads: usize,
+    /// The HTTP API and dashboard; `None` for none.
+    pub http: Option<HttpSettings>,
 }
 
 /// What `up` tells its caller as it runs.
@@ -59,6 +62,8 @@ pub enum UpEvent {
         modbus: SocketAddr,
         /// The chain file.
         chain: PathBuf,
+        /// Where the HTTP API and dashboard listen, if they do.
+        http: Option<SocketAddr>,
     },
     /// A block was appended.
     Block(MinedBlock),
@@ -70,6 +75,19 @@ pub async fn run(
     shutdown: CancellationToken,
     events: mpsc::UnboundedSender<UpEvent>,
 ) -> Result<()> {
+    // Bound first, so that a busy port fails before anything else starts; the recorder is
+    // installed before the agents take their metric handles.
+    let http = match &config.http {
+        Some(h) => {
+            crate::metrics::install();
+            Some((web::bind(h.listen).await?, h.web.clone()))
+        }
+        None => None,
+    };
+    let http_addr = match &http {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
     let broker_config = wattchain_broker::BrokerConfig {
         listen: config.listen,
         ..Default::default()
@@ -151,10 +169,29 @@ pub async fn run(
             .context("cabinet agent")
     });
 
+    if let Some((listener, web_config)) = http {
+        let bus = Bus::connect(
+            BusOptions::new(url.clone(), web::ROLE, web::ROLE),
+            web::feed::subscriptions(&web_config.topics),
+        )?;
+        let sources = WebSources {
+            chain: chain.clone(),
+            bus,
+            broker: broker.url(),
+        };
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            web::run(web_config, listener, sources, stop)
+                .await
+                .context("web service")
+        });
+    }
+
     let _ = events.send(UpEvent::Started {
         broker: broker.url(),
         modbus,
         chain,
+        http: http_addr,
     });
     info!(broker = %broker.url(), "wattchain is up");
 

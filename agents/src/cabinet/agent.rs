@@ -76,6 +76,7 @@ struct Agent {
     next_switch_read: Instant,
     status: CabinetStatus,
     stats: CabinetStats,
+    metrics: crate::metrics::Cabinet,
 }
 
 /// Polls, publishes and keeps the outbox until `shutdown`; then closes both sessions.
@@ -114,6 +115,7 @@ pub async fn run(
         reconnect_delay: config.reconnect.0,
         next_switch_read: now,
         stats: CabinetStats::default(),
+        metrics: crate::metrics::Cabinet::new(&config.id),
         config,
     };
     let mut ticker = tokio::time::interval(agent.config.period);
@@ -207,6 +209,7 @@ impl Agent {
                 self.unsent.extend(tasks.iter().cloned());
             }
             self.stats.windows += 1;
+            self.metrics.windows_produced.increment(1);
             debug!(cabinet = %self.config.id, window = tasks[0].window, "window published");
         }
         self.publish_status();
@@ -259,6 +262,7 @@ impl Agent {
 
     fn on_measurement(&mut self, m: Measurement) -> Result<(), CabinetError> {
         self.stats.polls += 1;
+        self.metrics.quadruplets.increment(1);
         let quad = Quadruplet {
             cabinet: self.config.id.clone(),
             seq: self.outbox.next_seq()?,
@@ -417,6 +421,7 @@ impl Agent {
         }
         if committed > 0 {
             self.stats.committed += committed;
+            self.metrics.windows_committed.increment(committed);
             debug!(cabinet = %self.config.id, index = block.index, committed, "windows committed");
             self.publish_status();
         }
@@ -441,6 +446,7 @@ impl Agent {
     fn publish_status(&mut self) {
         self.status.next_window = self.outbox.next_window();
         self.status.outbox = self.outbox.len();
+        self.metrics.outbox.set(self.status.outbox as f64);
         self.status.missed_ticks = self.stats.missed_ticks;
         self.status.ts = now_ts();
         let topic = self.config.topics.cabinet_status(&self.config.id);

@@ -98,10 +98,14 @@ impl Guarded {
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + deadline)));
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the peer stopped reading",
-            ))),
+            Poll::Ready(()) => {
+                metrics::counter!(crate::metrics::WEB_STALLED).increment(1);
+                debug!(waited = ?deadline, "closing a connection whose peer stopped reading");
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer stopped reading",
+                )))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -15,11 +15,13 @@
 //! - [`auth`]: the optional bearer token.
 //! - [`conn`]: the listener: a connection cap and a write deadline for peers that stop reading.
 //! - [`assets`]: the dashboard's files, embedded in the binary.
+//! - [`client`]: a minimal HTTP/1 and event-stream client, for benchmarks and tests.
 
 pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod chain;
+pub mod client;
 pub mod conn;
 pub mod events;
 pub mod feed;
@@ -138,6 +140,32 @@ pub enum WebError {
     /// The server failed while running.
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
+}
+
+/// The `--http` flag: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("none") {
+            return Ok(HttpListen(None));
+        }
+        s.parse()
+            .map(|a| HttpListen(Some(a)))
+            .map_err(|_| format!("{s:?} is not ADDRESS:PORT (e.g. 127.0.0.1:8080) or \"off\""))
+    }
+}
+
+/// Where and how a process serves HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// The address to bind (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The service's configuration.
+    pub web: WebConfig,
 }
 
 /// Binds the HTTP address, naming it in the error (a busy port is the usual cause).

@@ -381,7 +381,7 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
                 seen.deadletters.push(serde_json::from_slice(payload).ok()?)
             }
             Some(Route::Head) => seen.heads += 1,
-            None => {}
+            Some(Route::NodeHead { .. }) | None => {}
         }
         Some(())
     };
