@@ -342,6 +342,10 @@ pub(crate) enum BenchCommand {
     Pipeline(bench::pipeline::PipelineBench),
     /// Modbus poll round trip and period jitter against the simulator.
     Modbus(bench::modbus::ModbusBench),
+    /// GET /api/v1/chain/head through the web service against a bare axum handler.
+    Http(bench::http::HttpBench),
+    /// Event-stream fan-out: many clients, quadruplet → client latency, server memory.
+    Sse(bench::sse::SseBench),
 }
 
 #[derive(Args)]

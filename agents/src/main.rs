@@ -476,6 +476,15 @@ async fn run_bench(command: BenchCommand) -> Result<ExitCode> {
             (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
         }
         BenchCommand::Mine(args) => return run_bench_mine(args).await,
+        BenchCommand::Http(b) => {
+            let r = bench::http::run(&b, shutdown).await?;
+            (r.to_string(), serde_json::to_string(&r)?, b.json, true)
+        }
+        BenchCommand::Sse(b) => {
+            let r = bench::sse::run(&b, shutdown).await?;
+            let ok = r.streams_lost == 0;
+            (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
+        }
         BenchCommand::Modbus(b) => {
             let r = bench::modbus::run(&b, shutdown).await?;
             (

@@ -6,7 +6,11 @@
 //! - [`mine`]: trials per second of the proof-of-work miner (and of the textbook method).
 //! - [`pipeline`]: synthetic cabinets through averagers and publisher to the chain.
 //! - [`modbus`]: the Modbus poll round trip and period jitter against the simulator.
+//! - [`http`]: `GET /api/v1/chain/head` against a bare axum handler, same process and client.
+//! - [`sse`]: event-stream fan-out: quadruplet → client latency for many clients, server RSS.
 
+pub mod http;
 pub mod mine;
 pub mod modbus;
 pub mod pipeline;
+pub mod sse;

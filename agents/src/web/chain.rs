@@ -81,11 +81,6 @@ impl StoredBlock {
             raw,
         })
     }
-
-    /// The block as a JSON value, for code that looks inside it.
-    pub fn value(&self) -> serde_json::Value {
-        serde_json::from_str(self.raw.get()).unwrap_or(serde_json::Value::Null)
-    }
 }
 
 /// The first block that does not verify.
@@ -363,7 +358,7 @@ impl ChainView for FileChain {
                     break;
                 }
             };
-            if index % CHECKPOINT == 0 {
+            if index.is_multiple_of(CHECKPOINT) {
                 let at = follow.consumed;
                 follow.checkpoints.push(at);
             }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
@@ -171,13 +172,40 @@ pub struct RecordProof {
     pub block: BlockRef,
     /// The record's position in the block's records (the data hash covers them in order).
     pub position: usize,
-    /// The record as stored: `from`, `to`, `n`, `averages`, `digests`.
+    /// The record exactly as stored: `from`, `to`, `n`, `averages`, `digests`.
     #[schema(value_type = Object)]
-    pub record: serde_json::Value,
+    pub record: Box<RawValue>,
     /// Blocks on top of it.
     pub confirmations: u64,
     /// The chain verifies up to its head.
     pub chain_valid: bool,
+}
+
+/// A block's records, each kept as its stored text.
+#[derive(Deserialize)]
+struct StoredRecords<'a> {
+    #[serde(borrow)]
+    data: StoredData<'a>,
+}
+
+#[derive(Deserialize)]
+struct StoredData<'a> {
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+/// What identifies a record.
+#[derive(Deserialize)]
+struct RecordKey {
+    cabinet: String,
+    window: u64,
+}
+
+/// The block fields a proof names, when the block has them.
+#[derive(Deserialize, Default)]
+struct BlockHead {
+    timestamp: Option<String>,
+    producer: Option<String>,
 }
 
 /// Runs a chain read on the blocking pool.
@@ -394,28 +422,31 @@ pub async fn record(
     let block = blocking(move || chain.block(index))
         .await?
         .ok_or_else(missing)?;
-    let value = block.value();
-    let records = value.pointer("/data/records").and_then(|r| r.as_array());
-    let (position, record) = records
-        .and_then(|rs| {
-            rs.iter().enumerate().find(|(_, r)| {
-                r.get("cabinet").and_then(|c| c.as_str()) == Some(cabinet.as_str())
-                    && r.get("window").and_then(|w| w.as_u64()) == Some(window)
-            })
+    let stored: StoredRecords<'_> = serde_json::from_str(block.raw.get())
+        .map_err(|e| Problem::internal(format!("block {index} has no records list: {e}")))?;
+    let (position, record) = stored
+        .data
+        .records
+        .iter()
+        .enumerate()
+        .find(|(_, r)| {
+            serde_json::from_str::<RecordKey>(r.get())
+                .is_ok_and(|k| k.cabinet == cabinet && k.window == window)
         })
         .ok_or_else(missing)?;
+    let record: Box<RawValue> = (*record).to_owned();
+    let head: BlockHead = serde_json::from_str(block.raw.get()).unwrap_or_default();
     let summary = state.chain.summary();
     let head_index = summary.head.as_ref().map_or(index, |h| h.index);
-    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
     Ok(Json(RecordProof {
         block: BlockRef {
             index,
             hash: block.hash.to_hex(),
-            timestamp: text("timestamp"),
-            producer: text("producer"),
+            timestamp: head.timestamp,
+            producer: head.producer,
         },
         position,
-        record: record.clone(),
+        record,
         confirmations: head_index.saturating_sub(index),
         chain_valid: summary.verification.first_bad.is_none(),
         cabinet,
