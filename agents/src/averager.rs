@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::bus::{Bus, Outlet, QoS};
+use crate::config::{self, ConfigError};
 use crate::messages::{decode, encode, Average, DeadLetter, WindowTask};
-use crate::topics::{Quantity, Route, Topics};
+use crate::topics::{check_id, Quantity, Route, Topics};
 
 /// The role name, used in status and dead-letter topics.
 pub const ROLE: &str = "averager";
@@ -43,6 +44,19 @@ impl AveragerConfig {
             max_payload: wattchain_broker::DEFAULT_MAX_PACKET_SIZE,
             delay: Duration::ZERO,
         }
+    }
+
+    /// Checks every value before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_id(&self.id)?;
+        config::within(
+            "quantities",
+            self.quantities.len(),
+            1..=4,
+            ": serve U, I, PA or PR",
+        )?;
+        config::within("max-payload", self.max_payload, 1..=256 << 20, "")?;
+        config::at_most_max("delay", self.delay)
     }
 
     /// The shared subscriptions to open the bus with.

@@ -8,9 +8,10 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use wattchain::bench;
 use wattchain::bus::{BrokerUrl, BusOptions};
+use wattchain::ha::HaConfig;
 use wattchain::ledger;
 use wattchain::sim::ChurnSpec;
-use wattchain::topics::{Quantity, Topics};
+use wattchain::topics::{DiscoveryTopics, Quantity, Topics, DEFAULT_HA_PREFIX};
 use wattchain::web::{HttpListen, HttpSettings, WebConfig};
 
 /// wattchain: electrical cabinet measurements over MQTT into a proof-of-work hash chain.
@@ -118,6 +119,34 @@ impl HttpArgs {
     }
 }
 
+/// On or off.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Switch {
+    On,
+    Off,
+}
+
+/// Home Assistant MQTT discovery.
+#[derive(Args, Clone)]
+pub(crate) struct HaArgs {
+    /// Home Assistant MQTT discovery: `on` publishes retained configs (a device per cabinet,
+    /// its sensors, the ledger), `off` removes them from Home Assistant.
+    #[arg(long, value_enum, default_value = "on")]
+    pub(crate) ha_discovery: Switch,
+    /// Home Assistant's discovery prefix (as set in its MQTT options).
+    #[arg(long, default_value = DEFAULT_HA_PREFIX)]
+    pub(crate) ha_prefix: String,
+}
+
+impl HaArgs {
+    pub(crate) fn config(&self) -> Result<HaConfig> {
+        Ok(HaConfig {
+            enabled: self.ha_discovery == Switch::On,
+            topics: DiscoveryTopics::new(&self.ha_prefix)?,
+        })
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct UpArgs {
     /// Broker address (0.0.0.0:1883 exposes it to the network).
@@ -155,6 +184,8 @@ pub(crate) struct UpArgs {
     pub(crate) http: HttpListen,
     #[command(flatten)]
     pub(crate) http_args: HttpArgs,
+    #[command(flatten)]
+    pub(crate) ha: HaArgs,
 }
 
 #[derive(Args)]
@@ -240,6 +271,11 @@ pub(crate) struct CabinetRunArgs {
     /// QoS of quadruplets (0 or 1).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub(crate) quad_qos: u8,
+    /// How often the energy total is saved (DATA_DIR/energy.json) and published.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) energy_every: Duration,
+    #[command(flatten)]
+    pub(crate) ha: HaArgs,
 }
 
 #[derive(Subcommand)]
@@ -261,6 +297,21 @@ pub(crate) enum CabinetCommand {
         /// Bound on each Modbus request.
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         modbus_timeout: Duration,
+    },
+    /// Decommission a cabinet: clear its retained topics on the broker (Home Assistant
+    /// discovery configs, status, energy total, agent status). Stop its agent first.
+    Forget {
+        #[command(flatten)]
+        bus: BusArgs,
+        /// Cabinet id.
+        #[arg(long)]
+        id: String,
+        /// Home Assistant's discovery prefix (as set in its MQTT options).
+        #[arg(long, default_value = DEFAULT_HA_PREFIX)]
+        ha_prefix: String,
+        /// How long to wait for the broker.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        wait: Duration,
     },
 }
 
@@ -306,6 +357,8 @@ pub(crate) struct PublisherArgs {
     pub(crate) http: HttpListen,
     #[command(flatten)]
     pub(crate) http_args: HttpArgs,
+    #[command(flatten)]
+    pub(crate) ha: HaArgs,
 }
 
 #[derive(Args)]

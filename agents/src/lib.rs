@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`topics`]: every MQTT topic string and filter, mirroring `topics.md`.
+//! - [`config`]: what configurations must satisfy; the typed error every `validate()` returns.
 //! - [`messages`]: the JSON payloads (quadruplet, window, average, status), with validation.
 //! - [`bus`]: the MQTT session every agent uses (reconnect, re-subscribe, retained status, will).
 //! - [`ledger`]: blocks, canonical encoding, proof of work, the durable chain file, verification.
@@ -12,6 +13,7 @@
 //! - [`sim`]: the cabinet simulator, a Modbus TCP server with load physics and churn.
 //! - [`cabinet`]: the acquisition agent (Modbus polling, quadruplets, windows, outbox).
 //! - [`averager`]: the stateless averaging worker on the shared subscription.
+//! - [`ha`]: Home Assistant MQTT discovery (cabinet and ledger devices).
 //! - [`publisher`]: assembles averages into records, mines and appends blocks.
 //! - [`up`]: the whole pipeline in one process (`wattchain up`).
 //! - [`web`]: the HTTP API, live dashboard and `/metrics` (axum, in-process).
@@ -22,6 +24,8 @@ pub mod averager;
 pub mod bench;
 pub mod bus;
 pub mod cabinet;
+pub mod config;
+pub mod ha;
 pub mod ledger;
 pub mod messages;
 pub mod metrics;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use wattchain::averager::{self, AveragerConfig};
 use wattchain::bench;
 use wattchain::bus::{Bus, QoS};
 use wattchain::cabinet::{self, CabinetConfig};
+use wattchain::ha::{self, HaConfig};
 use wattchain::ledger;
 use wattchain::modbus::ModbusCabinet;
 use wattchain::publisher::{self, PublisherConfig};
@@ -83,13 +84,18 @@ impl UpArgs {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // rumqttd logs ordinary client disconnects as errors: quiet unless asked for
         // (RUST_LOG=info,rumqttd=info shows them).
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
+    // Colour only for a person at a terminal: a log file or a pipe gets plain text, and
+    // NO_COLOR (set and not empty, https://no-color.org) turns colour off everywhere.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .init();
 }
 
@@ -143,6 +149,12 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 map,
                 modbus_timeout,
             }) => run_churn(modbus, churn, seed, load_map(&map)?, modbus_timeout).await,
+            Some(CabinetCommand::Forget {
+                bus,
+                id,
+                ha_prefix,
+                wait,
+            }) => run_forget(bus, &id, &ha_prefix, wait).await,
             None => run_cabinet(args.run).await,
         },
         Command::Averager(args) => run_averager(args).await,
@@ -192,10 +204,6 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
         "off" | "none" => None,
         spec => Some(spec.parse::<ChurnSpec>()?),
     };
-    check_id(&args.cabinet)?;
-    if args.window == 0 {
-        bail!("--window must be at least 1");
-    }
     let config = UpConfig {
         listen: args.listen,
         period: args.period,
@@ -209,7 +217,9 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
         commit_deadline: args.commit_deadline,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         http: args.http_args.settings(args.http, Default::default()),
+        ha: args.ha.config()?,
     };
+    config.validate()?;
     let token = config.http.as_ref().is_some_and(|h| h.web.token.is_some());
     let shutdown = shutdown_on_signals();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -334,9 +344,6 @@ async fn run_cabinet(args: CabinetRunArgs) -> Result<ExitCode> {
     let id = args.id.context("--id is required")?;
     check_id(&id)?;
     let modbus = args.modbus.context("--modbus is required")?;
-    if args.window == 0 {
-        bail!("--window must be at least 1");
-    }
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| PathBuf::from("data").join("cabinet").join(&id));
@@ -353,12 +360,41 @@ async fn run_cabinet(args: CabinetRunArgs) -> Result<ExitCode> {
             QoS::AtMostOnce
         },
         topics: args.bus.topics()?,
+        energy_every: args.energy_every,
+        ha: args.ha.config()?,
         ..CabinetConfig::new(&id, modbus, data_dir)
     };
+    // Before a connection is opened or a file written.
+    config.validate()?;
     let options = args.bus.options(&config.agent_id(), cabinet::ROLE)?;
     let status_bus = Bus::connect(config.status_bus_options(&options), vec![])?;
     let bus = Bus::connect(options, config.subscriptions())?;
     cabinet::run(config, bus, status_bus, shutdown_on_signals()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_forget(
+    bus: cli::BusArgs,
+    id: &str,
+    ha_prefix: &str,
+    wait: Duration,
+) -> Result<ExitCode> {
+    check_id(id)?;
+    let ha = HaConfig {
+        enabled: false,
+        topics: wattchain::topics::DiscoveryTopics::new(ha_prefix)?,
+    };
+    let options = bus.options(&format!("cabinet-{id}"), cabinet::ROLE)?;
+    let cleared = cabinet::forget::forget(&options, &ha, id, wait)
+        .await
+        .with_context(|| format!("forgetting cabinet {id}"))?;
+    out!(
+        "cabinet {id} forgotten: {} retained topics cleared",
+        cleared.len()
+    );
+    for topic in cleared {
+        out!("  {topic}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -368,6 +404,7 @@ async fn run_averager(args: AveragerArgs) -> Result<ExitCode> {
     let mut config = AveragerConfig::new(&id, args.bus.topics()?);
     config.quantities = args.quantities;
     config.delay = args.delay;
+    config.validate()?;
     let bus = Bus::connect(
         args.bus.options(&id, averager::ROLE)?,
         config.subscriptions(),
@@ -386,10 +423,15 @@ async fn run_publisher(args: PublisherArgs) -> Result<ExitCode> {
     if let Some(t) = args.threads {
         config.threads = t.max(1);
     }
-    let bus = Bus::connect(
-        args.bus.options(&args.id, publisher::ROLE)?,
-        config.subscriptions(),
-    )?;
+    let ha = args.ha.config()?;
+    let mut options = args.bus.options(&args.id, publisher::ROLE)?;
+    options.republish_on = ha.birth();
+    let bus = Bus::connect(options, config.subscriptions())?;
+    ha::announce(
+        &bus.outlet(),
+        &ha,
+        &ha::ledger_entities(&ha, &config.topics, &args.id),
+    );
     let shutdown = shutdown_on_signals();
     let web = match args.http_args.settings(args.http, config.topics.clone()) {
         Some(settings) => {

@@ -360,6 +360,45 @@ pub struct CabinetStatus {
     pub ts: String,
 }
 
+/// What a cabinet's status session says on `cabinet/{cab}/status` by itself: `online` when it
+/// connects, `offline` as its last will. Only what is true whenever it is sent: the will fires
+/// at some later time, when the agent's counters are unknown, so it claims none (the agent's
+/// own [`CabinetStatus`] follows the `online` one at once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CabinetPresence {
+    /// Cabinet id.
+    pub cabinet: String,
+    /// `online` or `offline`.
+    pub state: Presence,
+}
+
+/// A cabinet's energy total, retained on `cabinet/{cab}/energy`: active energy imported,
+/// integrated from PA by the cabinet and kept in its data directory across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergyTotal {
+    /// Cabinet id.
+    pub cabinet: String,
+    /// The total, kWh; never decreases (only values already saved to disk are published).
+    pub energy_kwh: f64,
+    /// When this cabinet's counter started from zero.
+    pub since: String,
+    /// When this value was saved.
+    pub ts: String,
+}
+
+impl Validate for EnergyTotal {
+    fn validate(&self) -> Result<(), MessageError> {
+        check_cabinet(&self.cabinet)?;
+        check_finite("energy_kwh", self.energy_kwh)?;
+        if self.energy_kwh < 0.0 {
+            return Err(MessageError::invalid("energy_kwh", "negative"));
+        }
+        parse_ts("since", &self.since)?;
+        parse_ts("ts", &self.ts)?;
+        Ok(())
+    }
+}
+
 /// A rejected message, published on `deadletter/{role}` so that rejections are visible.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetter {

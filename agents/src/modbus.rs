@@ -207,13 +207,11 @@ impl ModbusCabinet {
             })
     }
 
-    /// Switches load `load` (0..=6) on or off.
+    /// Switches load `load` (1..=7) on or off.
     pub async fn set_load(&mut self, load: usize, on: bool) -> Result<(), ModbusError> {
-        let address = *self
-            .map
-            .coils()
-            .loads
-            .get(load)
+        let address = *load
+            .checked_sub(1)
+            .and_then(|k| self.map.coils().loads.get(k))
             .ok_or(SwitchError::NoSuchLoad(load))?;
         self.write_coil("switch load", address, on).await
     }

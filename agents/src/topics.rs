@@ -13,6 +13,9 @@ use utoipa::ToSchema;
 /// Default root prefix of every topic.
 pub const DEFAULT_ROOT: &str = "wattchain";
 
+/// Default prefix of Home Assistant's MQTT discovery topics (Home Assistant's own default).
+pub const DEFAULT_HA_PREFIX: &str = "homeassistant";
+
 /// Longest identifier (cabinet id, agent id, role) accepted in a topic level.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -92,6 +95,23 @@ pub enum TopicError {
     /// Not one of U, I, PA, PR.
     #[error("unknown quantity {0:?}: expected U, I, PA or PR")]
     UnknownQuantity(String),
+    /// A Home Assistant discovery prefix breaking the same rules as a root.
+    #[error(
+        "invalid Home Assistant discovery prefix {0:?}: use letters, digits, '-', '_' and '/' between non-empty levels"
+    )]
+    InvalidPrefix(String),
+}
+
+/// True when `prefix` can begin topics: non-empty levels of `[A-Za-z0-9_-]`, no `$` first.
+fn is_valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && !prefix.starts_with('$')
+        && prefix.split('/').all(|level| {
+            !level.is_empty()
+                && level
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// True when `id` can stand alone as one topic level: `[A-Za-z0-9_-]{1,64}`.
@@ -125,6 +145,8 @@ pub enum Route {
     CabinetStatus { cabinet: String },
     /// `{root}/cabinet/{cab}/commit`
     Commit { cabinet: String },
+    /// `{root}/cabinet/{cab}/energy`
+    Energy { cabinet: String },
     /// `{root}/ledger/block`
     Block,
     /// `{root}/ledger/head`
@@ -154,15 +176,7 @@ impl Default for Topics {
 impl Topics {
     /// A namespace under `root` (e.g. `wattchain` or `site-a/wattchain`).
     pub fn new(root: &str) -> Result<Self, TopicError> {
-        let ok = !root.is_empty()
-            && !root.starts_with('$')
-            && root.split('/').all(|level| {
-                !level.is_empty()
-                    && level
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if ok {
+        if is_valid_prefix(root) {
             Ok(Topics {
                 root: root.to_string(),
             })
@@ -200,6 +214,22 @@ impl Topics {
     /// that a cabinet receives the blocks that concern it and no others.
     pub fn commit(&self, cabinet: &str) -> String {
         format!("{}/cabinet/{cabinet}/commit", self.root)
+    }
+
+    /// The retained energy total of one cabinet.
+    pub fn energy(&self, cabinet: &str) -> String {
+        format!("{}/cabinet/{cabinet}/energy", self.root)
+    }
+
+    /// Home Assistant `node_id` of a cabinet's device: `wattchain_cabinet_c1` (the root with
+    /// '/' as '_', so two deployments on one Home Assistant stay apart).
+    pub fn ha_cabinet_node(&self, cabinet: &str) -> String {
+        format!("{}_cabinet_{cabinet}", self.root.replace('/', "_"))
+    }
+
+    /// Home Assistant `node_id` of the ledger's device: `wattchain_ledger`.
+    pub fn ha_ledger_node(&self) -> String {
+        format!("{}_ledger", self.root.replace('/', "_"))
     }
 
     /// Every mined block.
@@ -290,6 +320,7 @@ impl Topics {
             }),
             ["cabinet", cab, "status"] => Some(Route::CabinetStatus { cabinet: id(cab)? }),
             ["cabinet", cab, "commit"] => Some(Route::Commit { cabinet: id(cab)? }),
+            ["cabinet", cab, "energy"] => Some(Route::Energy { cabinet: id(cab)? }),
             ["ledger", "block"] => Some(Route::Block),
             ["ledger", "head"] => Some(Route::Head),
             ["ledger", "node", node, "head"] => Some(Route::NodeHead { node: id(node)? }),
@@ -297,6 +328,49 @@ impl Topics {
             ["deadletter", role] => Some(Route::Deadletter { role: id(role)? }),
             _ => None,
         }
+    }
+}
+
+/// Home Assistant's MQTT discovery topics under one prefix (`homeassistant` by default): outside
+/// the wattchain root, because Home Assistant listens there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryTopics {
+    prefix: String,
+}
+
+impl Default for DiscoveryTopics {
+    fn default() -> Self {
+        DiscoveryTopics {
+            prefix: DEFAULT_HA_PREFIX.to_string(),
+        }
+    }
+}
+
+impl DiscoveryTopics {
+    /// Discovery under `prefix` (as set in Home Assistant's MQTT options).
+    pub fn new(prefix: &str) -> Result<Self, TopicError> {
+        if is_valid_prefix(prefix) {
+            Ok(DiscoveryTopics {
+                prefix: prefix.to_string(),
+            })
+        } else {
+            Err(TopicError::InvalidPrefix(prefix.to_string()))
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{prefix}/sensor/{node_id}/{object_id}/config`: one sensor's retained discovery config.
+    pub fn sensor_config(&self, node_id: &str, object_id: &str) -> String {
+        format!("{}/sensor/{node_id}/{object_id}/config", self.prefix)
+    }
+
+    /// `{prefix}/status`: where Home Assistant announces itself (`online`, its birth message).
+    pub fn status(&self) -> String {
+        format!("{}/status", self.prefix)
     }
 }
 
@@ -337,6 +411,12 @@ mod tests {
             (
                 t.commit("c1"),
                 Route::Commit {
+                    cabinet: "c1".into(),
+                },
+            ),
+            (
+                t.energy("c1"),
+                Route::Energy {
                     cabinet: "c1".into(),
                 },
             ),
@@ -403,6 +483,24 @@ mod tests {
             assert!(Topics::new(root).is_err(), "{root}");
         }
         assert!(Topics::new("plant_1/wattchain").is_ok());
+    }
+
+    #[test]
+    fn discovery_topics_and_node_ids_follow_home_assistants_pattern() {
+        let d = DiscoveryTopics::default();
+        let t = Topics::new("site-a/wattchain").unwrap();
+        let node = t.ha_cabinet_node("c_1");
+        assert_eq!(node, "site-a_wattchain_cabinet_c_1");
+        assert!(is_valid_id(&node), "node ids are [a-zA-Z0-9_-]");
+        assert_eq!(
+            d.sensor_config(&node, "voltage"),
+            "homeassistant/sensor/site-a_wattchain_cabinet_c_1/voltage/config"
+        );
+        assert_eq!(d.status(), "homeassistant/status");
+        assert_eq!(Topics::default().ha_ledger_node(), "wattchain_ledger");
+        for bad in ["", "ha/+", "#", "$SYS", "a//b"] {
+            assert!(DiscoveryTopics::new(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ use tracing::{error, info};
 use crate::averager::{self, AveragerConfig};
 use crate::bus::{Bus, BusOptions};
 use crate::cabinet::{self, CabinetConfig};
+use crate::config::{self, ConfigError};
+use crate::ha::{self, HaConfig};
 use crate::publisher::{self, MinedBlock, PublisherConfig};
 use crate::regmap::RegisterMap;
 use crate::sim::{ChurnSpec, SimConfig, Simulator};
@@ -49,6 +51,38 @@ pub struct UpConfig {
     pub threads: usize,
     /// The HTTP API and dashboard; `None` for none.
     pub http: Option<HttpSettings>,
+    /// Home Assistant discovery (the cabinet and the ledger).
+    pub ha: HaConfig,
+}
+
+impl UpConfig {
+    /// Checks every value before anything starts (the cabinet's as a cabinet's).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        config::within(
+            "averagers",
+            self.averagers,
+            0..=64,
+            ": 0 leaves the work to averagers started elsewhere",
+        )?;
+        config::within("threads", self.threads, 1..=1024, "")?;
+        self.cabinet_config(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .validate()
+    }
+
+    /// The cabinet agent's configuration, reading the simulator at `modbus`.
+    fn cabinet_config(&self, modbus: SocketAddr) -> CabinetConfig {
+        CabinetConfig {
+            period: self.period,
+            window: self.window,
+            commit_deadline: self.commit_deadline,
+            ha: self.ha.clone(),
+            ..CabinetConfig::new(
+                &self.cabinet,
+                modbus,
+                self.data_dir.join("cabinet").join(&self.cabinet),
+            )
+        }
+    }
 }
 
 /// What `up` tells its caller as it runs.
@@ -75,6 +109,7 @@ pub async fn run(
     shutdown: CancellationToken,
     events: mpsc::UnboundedSender<UpEvent>,
 ) -> Result<()> {
+    config.validate()?;
     // Bound first, so that a busy port fails before anything else starts; the recorder is
     // installed before the agents take their metric handles.
     let http = match &config.http {
@@ -121,10 +156,11 @@ pub async fn run(
         ..PublisherConfig::new("publisher", config.data_dir.clone())
     };
     let chain = pconf.chain_path();
-    let bus = Bus::connect(
-        BusOptions::new(url.clone(), "publisher", publisher::ROLE),
-        pconf.subscriptions(),
-    )?;
+    let mut options = BusOptions::new(url.clone(), "publisher", publisher::ROLE);
+    options.republish_on = config.ha.birth();
+    let bus = Bus::connect(options, pconf.subscriptions())?;
+    let ledger = ha::ledger_entities(&config.ha, &topics, "publisher");
+    ha::announce(&bus.outlet(), &config.ha, &ledger);
     let (report_tx, mut report_rx) = mpsc::unbounded_channel();
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -148,16 +184,7 @@ pub async fn run(
         });
     }
 
-    let cconf = CabinetConfig {
-        period: config.period,
-        window: config.window,
-        commit_deadline: config.commit_deadline,
-        ..CabinetConfig::new(
-            &config.cabinet,
-            modbus,
-            config.data_dir.join("cabinet").join(&config.cabinet),
-        )
-    };
+    let cconf = config.cabinet_config(modbus);
     let options = BusOptions::new(url.clone(), &cconf.agent_id(), cabinet::ROLE);
     let status_bus = Bus::connect(cconf.status_bus_options(&options), vec![])?;
     let bus = Bus::connect(options, cconf.subscriptions())?;

@@ -84,3 +84,55 @@ async fn an_agent_publishing_while_its_inbox_is_full_does_not_deadlock_its_sessi
         broker.stop().await;
     }
 }
+
+/// A session told to re-publish its retained state on a trigger message (Home Assistant's
+/// birth) does so on the trigger, and never hands that topic to its agent, which does not read
+/// it: Home Assistant's `offline`, or a flood, would otherwise fill the agent's inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republish_trigger_resends_retained_state_and_never_reaches_the_agent() {
+    let broker = TestBroker::embedded().await;
+    let url = broker.url();
+    let mut options = BusOptions::new(url.clone(), "announcer", "test");
+    options.queue = 4;
+    options.republish_on = Some(("ha/status".into(), b"online".to_vec()));
+    let mut agent = Bus::connect(options, vec![]).unwrap();
+    agent.wait_ready(WAIT).await.expect("agent subscribed");
+    agent
+        .outlet()
+        .publish_retained("ha/sensor/x/config", "{}")
+        .unwrap();
+    let mut watcher = Bus::connect(
+        BusOptions::new(url.clone(), "ha-watcher", "test"),
+        vec![("ha/sensor/#".into(), QoS::AtLeastOnce)],
+    )
+    .unwrap();
+    watcher.wait_ready(WAIT).await.expect("watcher subscribed");
+    let first = tokio::time::timeout(WAIT, watcher.recv()).await.unwrap();
+    assert_eq!(first.unwrap().topic, "ha/sensor/x/config");
+
+    let ha = Bus::connect(BusOptions::new(url.clone(), "ha", "test"), vec![]).unwrap();
+    ha.wait_ready(WAIT).await.expect("ha connected");
+    // More than the agent's inbox holds, then the trigger.
+    for _ in 0..20 {
+        ha.outlet()
+            .publish("ha/status", "offline", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+    }
+    ha.outlet()
+        .publish("ha/status", "online", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(WAIT, watcher.recv()).await.unwrap();
+    assert_eq!(again.unwrap().topic, "ha/sensor/x/config", "sent again");
+    assert!(
+        tokio::time::timeout(std::time::Duration::ZERO, agent.recv())
+            .await
+            .is_err(),
+        "nothing on the trigger topic reaches the agent"
+    );
+    for bus in [agent, watcher, ha] {
+        bus.close().await;
+    }
+    broker.stop().await;
+}

@@ -3,83 +3,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
-use support::{free_port, WAIT};
+use support::process::{mosquitto_sub, parse_sub_line, wattchain, Proc};
+use support::{free_port, TestBroker, TestSim};
 use wattchain::ledger::Block;
-
-fn wattchain() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wattchain"));
-    c.env("RUST_LOG", "warn,rumqttd=off");
-    c
-}
-
-/// A child process killed on drop, with its stdout lines on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("wattchain runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The first stdout line satisfying `pred`, within [`WAIT`].
-    fn line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if pred(&l) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no stdout line with {what} within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running 10 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -305,7 +233,190 @@ fn bad_input_is_refused_with_a_clear_message() {
         "--data-dir",
         "--commit-deadline",
         "--broker",
+        "--energy-every",
+        "--ha-discovery",
+        "--ha-prefix",
     ] {
         assert!(text(&help).contains(flag), "cabinet --help mentions {flag}");
     }
+}
+
+/// Every duration and count is checked before anything starts: a clear message and exit
+/// status 1 (never a panic, 101), no broker banner, nothing written to the data directory,
+/// and no connection retried forever.
+#[test]
+fn zero_periods_oversized_windows_and_broker_urls_that_are_not_urls_are_refused_before_anything_starts(
+) {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("never-created");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let cabinet = |extra: &[&str]| -> Vec<String> {
+        let base = ["cabinet", "--modbus", "127.0.0.1:502", "--id", "c1"];
+        base.iter()
+            .chain(["--data-dir", dir_arg.as_str()].iter())
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let up = |extra: &[&str]| -> Vec<String> {
+        [
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir_arg.as_str(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            cabinet(&["--period", "0s"]),
+            "--period must be greater than zero",
+        ),
+        (
+            up(&["--period", "0s"]),
+            "--period must be greater than zero",
+        ),
+        (
+            cabinet(&["--window", "10001"]),
+            "--window must be 1..=10000, not 10001",
+        ),
+        (up(&["--window", "10001"]), "--window must be 1..=10000"),
+        (
+            cabinet(&["--commit-deadline", "0s"]),
+            "--commit-deadline must be greater than zero",
+        ),
+        (cabinet(&["--modbus-timeout", "0ms"]), "--modbus-timeout"),
+        (cabinet(&["--outbox-capacity", "0"]), "--outbox-capacity"),
+        (cabinet(&["--energy-every", "0s"]), "--energy-every"),
+        (cabinet(&["--commit-deadline", "400days"]), "365 days"),
+        (cabinet(&["--ha-prefix", "ha/+"]), "discovery prefix"),
+        (up(&["--averagers", "1000"]), "--averagers must be 0..=64"),
+        (
+            cabinet(&["--broker", "not a url"]),
+            "invalid broker URL \"not a url\"",
+        ),
+        (
+            vec!["averager".into(), "--broker".into(), "not a url".into()],
+            "not a host name",
+        ),
+        (
+            ["bench", "modbus", "--period", "0s"]
+                .map(String::from)
+                .to_vec(),
+            "--period must be greater than zero",
+        ),
+        (
+            ["bench", "pipeline", "--tick", "0s"]
+                .map(String::from)
+                .to_vec(),
+            "--tick must be greater than zero",
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = wattchain().args(&args).output().expect("wattchain runs");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(expect), "{args:?}: {}", text(&out));
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("is up"),
+            "{args:?} printed the banner"
+        );
+        assert!(!dir.exists(), "{args:?} wrote {}", dir.display());
+    }
+}
+
+/// A crashed cabinet's retained status must not claim counters it no longer knows: the will
+/// is `{"cabinet","state":"offline"}` and nothing else.
+#[test]
+fn after_kill_9_the_retained_cabinet_status_is_the_will_and_claims_no_stale_counters() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = rt.block_on(TestBroker::embedded());
+    let sim = rt.block_on(TestSim::start(false, 5));
+    let port = broker.url().port;
+    let data = tempfile::tempdir().unwrap();
+    let status_topic = "wattchain/cabinet/c1/status";
+    let watch = mosquitto_sub(port, &[status_topic]);
+    let mut cabinet = Proc::spawn(wattchain().args([
+        "cabinet",
+        "--broker",
+        &broker.url().to_string(),
+        "--modbus",
+        &sim.addr.to_string(),
+        "--id",
+        "c1",
+        "--period",
+        "20ms",
+        "--window",
+        "2",
+        "--data-dir",
+        &data.path().to_string_lossy(),
+    ]));
+    let status = |line: &str| -> serde_json::Value {
+        serde_json::from_str(&parse_sub_line(line).2).unwrap_or_default()
+    };
+    watch.line("a status past window 2", |l| {
+        status(l)["next_window"].as_u64().is_some_and(|w| w >= 2)
+    });
+    assert!(!cabinet.kill9().success());
+    let will = watch.line("the will", |l| status(l)["state"] == "offline");
+    assert_eq!(
+        status(&will),
+        serde_json::json!({"cabinet": "c1", "state": "offline"}),
+        "the will claims only what is true when it fires"
+    );
+    let retained = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", status_topic, "-C", "1", "-W", "20"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&retained.stdout).trim(),
+        r#"{"cabinet":"c1","state":"offline"}"#
+    );
+    rt.block_on(broker.stop());
+}
+
+/// Logs are for a person at a terminal (colour) or for a file or pipe (plain); NO_COLOR
+/// turns colour off even on a terminal.
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    // An averager pointed at a port nobody listens on logs a warning at once, and retries.
+    let nobody = format!("mqtt://127.0.0.1:{}", free_port());
+    let exe = env!("CARGO_BIN_EXE_wattchain");
+    let first_warning = |proc: Proc| -> String {
+        let line = proc.line("a log line", |l| l.contains("MQTT connection lost"));
+        drop(proc);
+        line
+    };
+    // To a pipe.
+    let piped = Proc::spawn_capturing_stderr(
+        wattchain()
+            .args(["averager", "--broker", &nobody])
+            .env_remove("NO_COLOR"),
+    );
+    let line = piped.error_line("a log line", |l| l.contains("MQTT connection lost"));
+    drop(piped);
+    assert!(!line.contains('\x1b'), "escape codes in a pipe: {line:?}");
+    // On a terminal (`script` gives the program a pseudo-terminal; `timeout` bounds its life).
+    let on_tty = |no_color: Option<&str>| -> String {
+        let inner = format!("timeout 20 {exe} averager --broker {nobody}");
+        let mut cmd = Command::new("script");
+        cmd.args(["-qfec", &inner, "/dev/null"])
+            .env("RUST_LOG", "warn,rumqttd=off")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        first_warning(Proc::spawn(&mut cmd))
+    };
+    let coloured = on_tty(None);
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = on_tty(Some("1"));
+    assert!(!plain.contains('\x1b'), "NO_COLOR ignored: {plain:?}");
 }

@@ -71,12 +71,61 @@ async fn an_async_shutdown_cancels_mining_in_spawn_blocking() {
     assert!(outcome.is_none());
 }
 
-/// The engines this CPU runs; the portable one always, SIMD ones when detected.
+/// The engines this CPU can run, found independently of the miner's own detection: the
+/// kernel's CPU flags (`/proc/cpuinfo`, which also drops AVX-512 when the OS does not save its
+/// registers), else std's run-time detection. The portable engine runs everywhere.
+fn cpu_engines() -> Vec<Engine> {
+    let flags: Option<Vec<String>> =
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("flags"))
+                    .map(|l| l.split_whitespace().map(str::to_string).collect())
+            });
+    let has = |flag: &str| match &flags {
+        Some(flags) => flags.iter().any(|f| f == flag),
+        #[cfg(target_arch = "x86_64")]
+        None => match flag {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            _ => false,
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        None => false,
+    };
+    let mut engines = vec![Engine::Portable];
+    if cfg!(target_arch = "x86_64") && has("avx2") {
+        engines.push(Engine::Avx2);
+    }
+    if cfg!(target_arch = "x86_64") && has("avx512f") {
+        engines.push(Engine::Avx512);
+    }
+    engines
+}
+
+/// The engines a test runs: every one the miner supports here, which must be every one the
+/// CPU has (a SIMD engine silently skipped would leave its unsafe code untested on a machine
+/// that runs it). Printed, so a CI log says which engines ran (`--nocapture` shows it).
 fn supported_engines() -> Vec<Engine> {
-    Engine::ALL
+    let engines: Vec<Engine> = Engine::ALL
         .into_iter()
         .filter(|e| e.is_supported())
-        .collect()
+        .collect();
+    let cpu = cpu_engines();
+    let names = |es: &[Engine]| es.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ");
+    println!(
+        "engines exercised: {} (the CPU has: {})",
+        names(&engines),
+        names(&cpu)
+    );
+    for engine in &cpu {
+        assert!(
+            engines.contains(engine),
+            "the CPU supports the {engine} engine but the miner does not offer it, so it would not be exercised"
+        );
+    }
+    engines
 }
 
 /// The textbook hash of `prefix || nonce`, the reference every engine must reproduce.
@@ -84,9 +133,11 @@ fn reference(prefix: &HeaderPrefix, nonce: u64) -> [u8; 32] {
     Sha256::digest(prefix.header(nonce)).into()
 }
 
-/// Checks `cases` random (prefix, nonce) pairs per supported engine against plain sha2.
-fn differential(seed: u64, cases: usize) {
+/// Checks `cases` random (prefix, nonce) pairs per supported engine against plain sha2;
+/// returns how many each engine hashed.
+fn differential(seed: u64, cases: usize) -> Vec<(Engine, usize)> {
     let mut rng = SmallRng::seed_from_u64(seed);
+    let mut exercised = Vec::new();
     for engine in supported_engines() {
         let mut checked = 0;
         while checked < cases {
@@ -109,12 +160,21 @@ fn differential(seed: u64, cases: usize) {
             }
             checked += hashes.len();
         }
+        exercised.push((engine, checked));
     }
+    exercised
 }
 
 #[test]
 fn every_engine_matches_sha2_on_100k_random_prefixes_and_nonces() {
-    differential(0x00c0_ffee, 100_000);
+    let exercised = differential(0x00c0_ffee, 100_000);
+    println!("hashed per engine: {exercised:?}");
+    for engine in cpu_engines() {
+        assert!(
+            exercised.iter().any(|&(e, n)| e == engine && n >= 100_000),
+            "{engine} was not exercised: {exercised:?}"
+        );
+    }
 }
 
 /// The long fuzz run: `cargo test --release --test ledger_pow -- --ignored`; set
@@ -127,7 +187,8 @@ fn every_engine_matches_sha2_on_20m_random_cases() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
     eprintln!("WATTCHAIN_FUZZ_SEED={seed}");
-    differential(seed, 20_000_000);
+    let exercised = differential(seed, 20_000_000);
+    eprintln!("hashed per engine: {exercised:?}");
 }
 
 #[test]

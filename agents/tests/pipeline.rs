@@ -37,7 +37,7 @@ fn python_verifier() -> PathBuf {
 async fn run_pipeline(broker: TestBroker, disruption: Disruption) {
     let url = broker.url();
     let sim = TestSim::start(true, 42).await;
-    for load in [0, 3, 5] {
+    for load in [1, 4, 6] {
         sim.sim.set_load(load, true).unwrap();
     }
     let rec = Recorder::start(&url, "recorder").await;

@@ -98,10 +98,10 @@ async fn churn_waits_within_the_range_and_uses_every_load_and_both_sources() {
             gap >= Duration::from_secs(1) && gap <= Duration::from_secs(5),
             "gap {gap:?}"
         );
-        assert!(load < 7 && (source == 1 || source == 2));
+        assert!((1..=7).contains(&load) && (source == 1 || source == 2));
         previous = at;
     }
-    for load in 0..7 {
+    for load in 1..=7 {
         assert!(
             steps.iter().any(|s| s.0 == load),
             "load {load} never switched"
@@ -118,8 +118,8 @@ async fn a_fixed_period_switches_exactly_every_period_and_toggles_loads() {
     // Each step toggles: replaying the steps from all-off must agree with each `on`.
     let mut loads = [false; 7];
     for &(load, on, _, _) in &steps {
-        assert_eq!(on, !loads[load], "step must invert load {load}");
-        loads[load] = on;
+        assert_eq!(on, !loads[load - 1], "step must invert load {load}");
+        loads[load - 1] = on;
     }
 }
 
@@ -175,7 +175,7 @@ async fn churn_drives_a_cabinet_over_modbus() {
     // The simulator ends in the state the recorded steps imply.
     let mut expected = Switches::default();
     for &(load, on, source, _) in &recorder.steps {
-        expected.loads[load] = on;
+        expected.loads[load - 1] = on;
         expected.source = source;
     }
     assert_eq!(recorder.steps.len(), 5);

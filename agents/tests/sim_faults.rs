@@ -13,7 +13,7 @@ use wattchain::sim::Fault;
 
 #[tokio::test]
 async fn exception_fault_is_reported_and_clearing_it_restores_readings() {
-    let running = start(exact(with_loads(&[0], 1))).await;
+    let running = start(exact(with_loads(&[1], 1))).await;
     let mut cabinet = running.connect().await;
     running.sim.set_fault(Fault::Exception(6));
 
@@ -32,7 +32,7 @@ async fn exception_fault_is_reported_and_clearing_it_restores_readings() {
         "{err}"
     );
     assert!(!err.needs_reconnect() && !cabinet.is_broken());
-    let err = timeout(BOUND, cabinet.set_load(1, true))
+    let err = timeout(BOUND, cabinet.set_load(2, true))
         .await
         .expect("bound")
         .expect_err("busy");
@@ -62,7 +62,7 @@ async fn exception_fault_is_reported_and_clearing_it_restores_readings() {
 
 #[tokio::test]
 async fn stall_fault_times_out_and_the_connection_is_then_refused() {
-    let running = start(exact(with_loads(&[0], 1))).await;
+    let running = start(exact(with_loads(&[1], 1))).await;
     let request_timeout = Duration::from_millis(200);
     let mut cabinet = running
         .connect_with(running.sim.map().clone(), request_timeout)
@@ -99,7 +99,7 @@ async fn stall_fault_times_out_and_the_connection_is_then_refused() {
 
 #[tokio::test]
 async fn close_fault_drops_the_connection_as_a_transport_error() {
-    let running = start(exact(with_loads(&[0], 1))).await;
+    let running = start(exact(with_loads(&[1], 1))).await;
     let mut cabinet = running.connect().await;
     running.sim.set_fault(Fault::Close);
 
@@ -116,7 +116,7 @@ async fn close_fault_drops_the_connection_as_a_transport_error() {
         .await
         .expect("bound")
         .expect("reconnected");
-    assert_eq!(s, with_loads(&[0], 1));
+    assert_eq!(s, with_loads(&[1], 1));
     running.stop().await;
 }
 

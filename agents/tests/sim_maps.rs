@@ -47,7 +47,7 @@ async fn simulator_serves_the_pfc200_layout_and_the_client_decodes_it() {
         seed: Some(5),
         noise: false,
         churn: None,
-        initial: with_loads(&[3, 6], 2),
+        initial: with_loads(&[4, 7], 2),
     };
     let running = start(config).await;
     let expected = running.sim.expected();
@@ -66,7 +66,7 @@ async fn simulator_serves_the_pfc200_layout_and_the_client_decodes_it() {
         .await
         .expect("bound")
         .expect("coils at 512..519");
-    assert_eq!(s, with_loads(&[3, 6], 2));
+    assert_eq!(s, with_loads(&[4, 7], 2));
 
     // On the wire, U = 236 V = 236000 mV = 0x0003_99E0 sits low word first.
     let mut ctx = running.raw().await;

@@ -1,8 +1,8 @@
 //! The simulator's readings over Modbus match hand-computed circuit values.
 //!
-//! Component values (documented in `sim/physics.rs`): load 0 R = 264.5 Ω; load 3 R = 80 Ω
-//! with X_L = 60 Ω (|Z| = 100 Ω); load 5 R = 120 Ω with C = 20 µF (X_C = 159.155 Ω);
-//! load 6 R = 200 Ω with C = 30 µF (X_C = 106.103 Ω). Source 1 = 241 V, source 2 = 236 V.
+//! Component values (documented in `sim/physics.rs`): load 1 R = 264.5 Ω; load 4 R = 80 Ω
+//! with X_L = 60 Ω (|Z| = 100 Ω); load 6 R = 120 Ω with C = 20 µF (X_C = 159.155 Ω);
+//! load 7 R = 200 Ω with C = 30 µF (X_C = 106.103 Ω). Source 1 = 241 V, source 2 = 236 V.
 //! Meter offsets: I + 0.1 A, PA − 16 W, PR − 6 var.
 
 mod sim_support;
@@ -40,14 +40,14 @@ async fn no_load_reads_the_meter_offsets_at_source_voltage() {
 #[tokio::test]
 async fn pure_resistive_load_draws_u_over_r_with_no_reactive_power() {
     // I = 241 / 264.5 = 0.911153 A; PA = 241² / 264.5 = 219.588 W; PR = 0.
-    let (m, _) = reading(&[0], 1).await;
+    let (m, _) = reading(&[1], 1).await;
     check(&m, 241.0, 0.911_153 + 0.1, 219.587_9 - 16.0, -6.0);
 }
 
 #[tokio::test]
 async fn inductive_load_gives_positive_reactive_power() {
     // |Z| = 100 Ω: I = 2.41 A; PA = 2.41² · 80 = 464.648 W; PR = 2.41² · 60 = 348.486 var.
-    let (m, _) = reading(&[3], 1).await;
+    let (m, _) = reading(&[4], 1).await;
     check(&m, 241.0, 2.41 + 0.1, 464.648 - 16.0, 348.486 - 6.0);
     assert!(m.pr > 0.0, "inductive PR must be positive, got {}", m.pr);
 }
@@ -56,7 +56,7 @@ async fn inductive_load_gives_positive_reactive_power() {
 async fn capacitive_load_gives_negative_reactive_power() {
     // |Z|² = 120² + 159.155² = 39730.3; I = 236 / 199.324 = 1.183998 A;
     // PA = 236² · 120 / 39730.3 = 168.222 W; PR = −236² · 159.155 / 39730.3 = −223.112 var.
-    let (m, _) = reading(&[5], 2).await;
+    let (m, _) = reading(&[6], 2).await;
     check(&m, 236.0, 1.183_998 + 0.1, 168.222 - 16.0, -223.112 - 6.0);
     assert!(m.pr < 0.0, "capacitive PR must be negative, got {}", m.pr);
 }
@@ -66,14 +66,14 @@ async fn parallel_r_rl_rc_loads_add_their_admittances() {
     // Y = 1/264.5 + (80 − 60j)/10⁴ + (120 + 159.155j)/39730.3
     //   = 0.0037807 + 0.008 + 0.0030204 + j(−0.006 + 0.0040059) = 0.0148011 − 0.0019941j S.
     // I = 241 · |Y| = 3.59929 A; PA = 241² · 0.0148011 = 859.662 W; PR = 241² · 0.0019941 = 115.820.
-    let (m, expected) = reading(&[0, 3, 5], 1).await;
+    let (m, expected) = reading(&[1, 4, 6], 1).await;
     check(&m, 241.0, 3.599_29 + 0.1, 859.662 - 16.0, 115.820 - 6.0);
     check(&m, expected.u, expected.i, expected.pa, expected.pr);
 }
 
 #[tokio::test]
 async fn noisy_readings_scatter_around_the_noise_free_value() {
-    let mut config = exact(with_loads(&[1, 3], 1));
+    let mut config = exact(with_loads(&[2, 4], 1));
     config.noise = true;
     config.seed = Some(42);
     let running = start(config).await;

@@ -27,18 +27,18 @@ async fn switching_resistive_loads_on_over_modbus_raises_current_and_active_powe
         .await
         .expect("bound")
         .expect("read");
-    timeout(BOUND, cabinet.set_load(0, true))
+    timeout(BOUND, cabinet.set_load(1, true))
         .await
         .expect("bound")
-        .expect("switch load 0");
+        .expect("switch load 1");
     let one = timeout(BOUND, cabinet.read_measurement())
         .await
         .expect("bound")
         .expect("read");
-    timeout(BOUND, cabinet.set_load(2, true))
+    timeout(BOUND, cabinet.set_load(3, true))
         .await
         .expect("bound")
-        .expect("switch load 2");
+        .expect("switch load 3");
     let two = timeout(BOUND, cabinet.read_measurement())
         .await
         .expect("bound")
@@ -63,14 +63,14 @@ async fn switching_resistive_loads_on_over_modbus_raises_current_and_active_powe
         .await
         .expect("bound")
         .expect("coils");
-    assert_eq!(switches, with_loads(&[0, 2], 1));
+    assert_eq!(switches, with_loads(&[1, 3], 1));
     assert_eq!(running.sim.switches(), switches);
     running.stop().await;
 }
 
 #[tokio::test]
 async fn selecting_source_2_lowers_the_voltage_and_reads_back_on_the_coil() {
-    let running = start(exact(with_loads(&[1], 1))).await;
+    let running = start(exact(with_loads(&[2], 1))).await;
     let mut cabinet = running.connect().await;
     timeout(BOUND, cabinet.set_source(2))
         .await
@@ -98,11 +98,16 @@ async fn selecting_source_2_lowers_the_voltage_and_reads_back_on_the_coil() {
 async fn switching_a_load_the_cabinet_does_not_have_is_refused_without_io() {
     let running = start(exact(Switches::default())).await;
     let mut cabinet = running.connect().await;
-    let err = cabinet.set_load(7, true).await.expect_err("no load 7");
+    let err = cabinet.set_load(8, true).await.expect_err("no load 8");
     assert!(
         matches!(err, ModbusError::Switch(_)) && !err.needs_reconnect(),
         "{err}"
     );
+    let err = cabinet
+        .set_load(0, true)
+        .await
+        .expect_err("loads start at 1");
+    assert!(err.to_string().contains("1..=7"), "{err}");
     let err = cabinet.set_source(3).await.expect_err("no source 3");
     assert!(matches!(err, ModbusError::Switch(_)), "{err}");
     running.stop().await;
@@ -117,7 +122,7 @@ async fn write_multiple_coils_switches_several_loads_at_once() {
         .expect("bound")
         .expect("transport")
         .expect("no exception");
-    assert_eq!(running.sim.switches(), with_loads(&[1, 3], 1));
+    assert_eq!(running.sim.switches(), with_loads(&[2, 4], 1));
     let coils = timeout(BOUND, ctx.read_coils(0, 8))
         .await
         .expect("bound")
@@ -193,7 +198,7 @@ async fn unsupported_functions_answer_illegal_function() {
 
 #[tokio::test]
 async fn client_reports_an_exception_and_keeps_the_connection_usable() {
-    let running = start(exact(with_loads(&[4], 1))).await;
+    let running = start(exact(with_loads(&[5], 1))).await;
     // The client believes U lives at 100, which the simulator does not map.
     let text = RegisterMap::default_sim_toml().replace("address = 0\n", "address = 100\n");
     let wrong = RegisterMap::from_toml_str(&text).expect("valid map");
@@ -217,7 +222,7 @@ async fn client_reports_an_exception_and_keeps_the_connection_usable() {
         .await
         .expect("bound")
         .expect("same connection still works");
-    assert_eq!(s, with_loads(&[4], 1));
+    assert_eq!(s, with_loads(&[5], 1));
     running.stop().await;
 }
 

@@ -61,6 +61,9 @@ pub enum ModbusBenchError {
     /// Nothing was measured (every poll failed, or the run was too short for one period).
     #[error("no poll succeeded in {0:?}")]
     NoSamples(Duration),
+    /// A flag that cannot be used (a zero period, a timeout of zero).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Median, 99th percentile and maximum of a set of durations, in microseconds.
@@ -142,6 +145,15 @@ pub async fn run(
     bench: &ModbusBench,
     shutdown: CancellationToken,
 ) -> Result<ModbusReport, ModbusBenchError> {
+    crate::config::positive("period", bench.period)?;
+    crate::config::positive("timeout", bench.timeout)?;
+    if !(bench.seconds.is_finite() && bench.seconds > 0.0) {
+        return Err(crate::config::ConfigError::Inconsistent {
+            key: "seconds",
+            reason: format!("{} is not a positive number of seconds", bench.seconds),
+        }
+        .into());
+    }
     let map = RegisterMap::default_sim();
     let stop_sim = shutdown.child_token();
     let (server, sim_task) = match bench.modbus {

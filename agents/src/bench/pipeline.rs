@@ -165,6 +165,11 @@ pub async fn run(
             "rate and seconds must be positive",
         ));
     }
+    if bench.tick.is_zero() {
+        return Err(PipelineBenchError::Invalid(
+            "--tick must be greater than zero",
+        ));
+    }
     let dir = BenchDir::create(&bench.data_dir)?;
     let mut children = Children::default();
     let (broker, url, broker_name) = match &bench.broker {

@@ -55,6 +55,9 @@ pub enum BusError {
     /// No connection with acknowledged subscriptions within the wait.
     #[error("not connected to {broker} after {waited:?}")]
     NotReady { broker: String, waited: Duration },
+    /// The options cannot be used ([`BusOptions::validate`]).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A message received from the broker.
@@ -210,9 +213,13 @@ impl Bus {
     /// after every connection. Returns at once: the connection is made in the background.
     pub fn connect(
         options: BusOptions,
-        subscriptions: Vec<(String, QoS)>,
+        mut subscriptions: Vec<(String, QoS)>,
     ) -> Result<Bus, BusError> {
+        options.validate()?;
         let (presence_topic, online, offline) = options.presence_topic_and_payloads();
+        if let Some((topic, _)) = &options.republish_on {
+            subscriptions.push((topic.clone(), QoS::AtMostOnce));
+        }
         let mqtt = options.mqtt_options(&presence_topic, &offline)?;
         let (client, mut eventloop) = AsyncClient::new(mqtt, options.queue);
         let retained = Retained::default();
@@ -232,6 +239,7 @@ impl Bus {
             eventloop,
             subscriptions,
             presence: (presence_topic, online, offline),
+            republish_on: options.republish_on.clone(),
             incoming: incoming_tx,
             link: link_tx,
             stop: stop.clone(),

@@ -13,6 +13,7 @@ use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use super::BusError;
+use crate::config::{self, ConfigError};
 use crate::messages::{encode, AgentStatus, Presence as PresenceState};
 use crate::topics::Topics;
 
@@ -71,8 +72,29 @@ impl FromStr for BrokerUrl {
         if host.is_empty() {
             return Err(fail("missing host"));
         }
+        if !is_host(&host) {
+            return Err(fail(
+                "not a host name or IP address (letters, digits, '-', '_' and '.' only)",
+            ));
+        }
         Ok(BrokerUrl { host, port, tls })
     }
+}
+
+/// An IP address, or a DNS name: dot-separated labels of letters, digits, '-' (and '_', which
+/// container runtimes use in service names), each 1 to 63 long, 253 in all. Anything else
+/// (spaces, `@`, a stray scheme) would only be retried forever as an unresolvable name.
+fn is_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    host.len() <= 253
+        && host.trim_end_matches('.').split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 impl fmt::Display for BrokerUrl {
@@ -97,7 +119,9 @@ pub enum Presence {
         topic: String,
         /// Published (retained) after every connection.
         online: Vec<u8>,
-        /// The last will, and what a clean close publishes.
+        /// The last will. A clean close publishes it too, unless the agent published its own
+        /// retained payload on `topic` ([`Outlet::publish_retained`](super::Outlet)): then that
+        /// last word stays (a cabinet's final status says more than its will can).
         offline: Vec<u8>,
     },
 }
@@ -131,6 +155,10 @@ pub struct BusOptions {
     pub queue: usize,
     /// What the agent announces and its last will.
     pub presence: Presence,
+    /// A message (topic, exact payload) on which the session publishes its retained state
+    /// again, as it does after every connection: Home Assistant's birth message
+    /// (`homeassistant/status` = `online`). Nothing on that topic is handed to the agent.
+    pub republish_on: Option<(String, Vec<u8>)>,
 }
 
 impl fmt::Debug for BusOptions {
@@ -145,6 +173,7 @@ impl fmt::Debug for BusOptions {
             .field("keep_alive", &self.keep_alive)
             .field("max_packet_size", &self.max_packet_size)
             .field("queue", &self.queue)
+            .field("republish_on", &self.republish_on.as_ref().map(|(t, _)| t))
             .finish()
     }
 }
@@ -166,7 +195,34 @@ impl BusOptions {
             backoff_max: Duration::from_secs(10),
             queue: 4096,
             presence: Presence::Agent,
+            republish_on: None,
         }
+    }
+
+    /// Checks what rumqttc and tokio would otherwise panic on (a keep-alive under a second, an
+    /// empty queue) or silently truncate (a keep-alive over MQTT's 16-bit seconds).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let keep_alive = self.keep_alive.as_secs() as usize;
+        config::within(
+            "keep-alive",
+            keep_alive,
+            1..=u16::MAX as usize,
+            ": MQTT counts it in whole seconds, 16 bits",
+        )?;
+        config::within("queue", self.queue, 1..=1 << 20, "")?;
+        config::within("max-packet-size", self.max_packet_size, 64..=256 << 20, "")?;
+        config::positive("backoff-min", self.backoff_min)?;
+        config::positive("backoff-max", self.backoff_max)?;
+        if self.backoff_min > self.backoff_max {
+            return Err(ConfigError::Inconsistent {
+                key: "backoff-min",
+                reason: format!(
+                    "{:?} is longer than the longest reconnect delay {:?}",
+                    self.backoff_min, self.backoff_max
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub(super) fn presence_topic_and_payloads(&self) -> (String, Vec<u8>, Vec<u8>) {
@@ -268,14 +324,39 @@ mod tests {
         let u: BrokerUrl = "mqtt://[::1]:1999".parse().unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 1999));
         assert_eq!(u.to_string(), "mqtt://[::1]:1999");
+        let u: BrokerUrl = "mqtt://broker_1.site-a.example.:1883".parse().unwrap();
+        assert_eq!(u.host, "broker_1.site-a.example.");
         for bad in [
             "http://x:1",
             "mqtt://:1883",
             "mqtt://h:port",
             "mqtt://h:1/path",
+            "not a url",
+            "mqtt://user@host:1883",
+            "mqtt://a..b",
+            "[::1",
         ] {
             assert!(bad.parse::<BrokerUrl>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn options_that_would_panic_in_rumqttc_or_tokio_are_refused() {
+        let base = BusOptions::new("localhost".parse().unwrap(), "a1", "averager");
+        assert!(base.validate().is_ok());
+        let mut o = base.clone();
+        o.keep_alive = Duration::from_millis(500);
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--keep-alive"));
+        let mut o = base.clone();
+        o.queue = 0;
+        assert!(o.validate().unwrap_err().to_string().contains("--queue"));
+        let mut o = base;
+        o.backoff_min = Duration::from_secs(20);
+        assert!(o.validate().is_err());
     }
 
     #[test]

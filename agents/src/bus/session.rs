@@ -35,6 +35,7 @@ pub(super) struct Session {
     pub(super) eventloop: EventLoop,
     pub(super) subscriptions: Vec<(String, QoS)>,
     pub(super) presence: (String, Vec<u8>, Vec<u8>),
+    pub(super) republish_on: Option<(String, Vec<u8>)>,
     pub(super) incoming: mpsc::Sender<Incoming>,
     pub(super) link: watch::Sender<Link>,
     pub(super) stop: CancellationToken,
@@ -85,6 +86,20 @@ impl Session {
                         connections,
                     });
                 }
+                Ok(Event::Incoming(Packet::Publish(p)))
+                    if self
+                        .republish_on
+                        .as_ref()
+                        .is_some_and(|(topic, _)| p.topic == *topic) =>
+                {
+                    // Never handed to the agent, which does not read this topic: anything
+                    // else published there (Home Assistant's `offline`) would fill its inbox.
+                    let trigger = self.republish_on.as_ref().map(|(_, payload)| payload);
+                    if trigger.is_some_and(|payload| p.payload == payload[..]) {
+                        debug!(broker = %self.broker, id = %self.id, topic = %p.topic, "re-publishing retained state on request");
+                        self.republish_retained();
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let msg = Incoming {
                         topic: p.topic,
@@ -131,19 +146,7 @@ impl Session {
         {
             warn!(cause = %e, "cannot queue the online status");
         }
-        let retained = self
-            .retained
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (topic, payload) in retained {
-            if let Err(e) = self
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, true, payload)
-            {
-                warn!(cause = %e, "cannot queue a retained message");
-            }
-        }
+        self.republish_retained();
         let ready = self.subscriptions.is_empty();
         if !ready {
             let filters = self
@@ -157,7 +160,25 @@ impl Session {
         self.link.send_replace(Link::Up { ready, connections });
     }
 
-    /// Publishes the offline presence and disconnects, bounded in time.
+    /// Publishes the latest payload of every retained topic the agent owns.
+    fn republish_retained(&self) {
+        let retained = self
+            .retained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (topic, payload) in retained {
+            if let Err(e) = self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+            {
+                warn!(cause = %e, "cannot queue a retained message");
+            }
+        }
+    }
+
+    /// Publishes the offline presence (or the agent's own last word on its presence topic) and
+    /// disconnects, bounded in time.
     async fn goodbye(mut self) {
         let was_up = matches!(self.link.send_replace(Link::Down), Link::Up { .. });
         if !was_up {
@@ -165,9 +186,16 @@ impl Session {
             return;
         }
         let (topic, _, offline) = &self.presence;
+        let last_word = self
+            .retained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .cloned();
+        let farewell = last_word.unwrap_or_else(|| offline.clone().into());
         let queued = self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, true, offline.clone())
+            .try_publish(topic, QoS::AtLeastOnce, true, farewell)
             .and_then(|_| self.client.try_disconnect());
         if queued.is_err() {
             return;

@@ -11,10 +11,13 @@ use tracing::{debug, error, info, warn};
 
 use super::commit::check_block;
 use super::config::CabinetConfig;
+use super::energy::{EnergyError, EnergyMeter};
 use super::outbox::{Outbox, OutboxError};
 use super::source::{SourceConfig, Synthetic};
 use super::window::WindowCutter;
 use crate::bus::{Bus, Outlet, QoS};
+use crate::config::ConfigError;
+use crate::ha;
 use crate::messages::{
     encode, format_ts, now_ts, CabinetStatus, DeadLetter, Presence, Quadruplet, WindowTask,
 };
@@ -30,6 +33,12 @@ pub enum CabinetError {
     /// The outbox journal cannot be read or written: continuing would lose windows.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// The configuration cannot be used ([`CabinetConfig::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The saved energy total cannot be read at start.
+    #[error(transparent)]
+    Energy(#[from] EnergyError),
 }
 
 /// What the agent did, returned when it stops.
@@ -75,6 +84,8 @@ struct Agent {
     reconnect_delay: Duration,
     next_switch_read: Instant,
     status: CabinetStatus,
+    energy: EnergyMeter,
+    next_energy_save: Instant,
     stats: CabinetStats,
     metrics: crate::metrics::Cabinet,
 }
@@ -86,6 +97,8 @@ pub async fn run(
     status_bus: Bus,
     shutdown: CancellationToken,
 ) -> Result<CabinetStats, CabinetError> {
+    config.validate()?;
+    let energy = EnergyMeter::open(&config.data_dir, config.period)?;
     let (outbox, recovered) = Outbox::open(&config.data_dir, config.outbox_capacity)?;
     info!(
         cabinet = %config.id,
@@ -114,10 +127,16 @@ pub async fn run(
         next_connect: now,
         reconnect_delay: config.reconnect.0,
         next_switch_read: now,
+        energy,
+        next_energy_save: now + config.energy_every,
         stats: CabinetStats::default(),
         metrics: crate::metrics::Cabinet::new(&config.id),
         config,
     };
+    let entities = ha::cabinet_entities(&agent.config.ha, &agent.config.topics, &agent.config.id);
+    ha::announce(&agent.status_outlet, &agent.config.ha, &entities);
+    agent.publish_status();
+    agent.publish_energy();
     let mut ticker = tokio::time::interval(agent.config.period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut last_tick: Option<Instant> = None;
@@ -152,6 +171,7 @@ pub async fn run(
     if let Err(e) = &result {
         error!(cabinet = %agent.config.id, cause = %e, "cabinet agent stopping on a storage error");
     }
+    agent.save_energy().await;
     agent.status.state = Presence::Offline;
     agent.publish_status();
     let stats = agent.stats;
@@ -176,7 +196,32 @@ impl Agent {
             }
             None => self.poll().await?,
         }
-        self.publish_cut().await
+        self.publish_cut().await?;
+        if Instant::now() >= self.next_energy_save {
+            self.next_energy_save = Instant::now() + self.config.energy_every;
+            self.save_energy().await;
+        }
+        Ok(())
+    }
+
+    /// Saves the energy total, then publishes it: only a saved total is ever published, so
+    /// the published value never decreases across a crash. A failed save is retried at the
+    /// next interval (the outbox, in the same directory, stops the agent on storage errors).
+    async fn save_energy(&mut self) {
+        match self.energy.save().await {
+            Ok(()) => self.publish_energy(),
+            Err(e) => {
+                error!(cabinet = %self.config.id, cause = %e, "energy total not saved; retrying at the next interval")
+            }
+        }
+    }
+
+    fn publish_energy(&self) {
+        let topic = self.config.topics.energy(&self.config.id);
+        let total = self.energy.message(&self.config.id);
+        if let Err(e) = self.status_outlet.publish_retained(topic, encode(&total)) {
+            debug!(cause = %e, "energy total not published");
+        }
     }
 
     /// Queues held-back window tasks, oldest first, until the queue refuses one.
@@ -263,6 +308,7 @@ impl Agent {
     fn on_measurement(&mut self, m: Measurement) -> Result<(), CabinetError> {
         self.stats.polls += 1;
         self.metrics.quadruplets.increment(1);
+        self.energy.add(Instant::now(), m.pa);
         let quad = Quadruplet {
             cabinet: self.config.id.clone(),
             seq: self.outbox.next_seq()?,

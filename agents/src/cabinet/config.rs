@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use super::source::SourceConfig;
 use crate::bus::{BusOptions, Presence as BusPresence, QoS};
-use crate::messages::{encode, now_ts, CabinetStatus, Presence};
+use crate::config::{self, ConfigError};
+use crate::ha::HaConfig;
+use crate::messages::{
+    encode, now_ts, CabinetPresence, CabinetStatus, Presence, MAX_WINDOW_VALUES,
+};
 use crate::regmap::RegisterMap;
-use crate::topics::Topics;
+use crate::topics::{check_id, Topics};
 
 /// How a cabinet agent runs.
 #[derive(Debug, Clone)]
@@ -42,6 +46,10 @@ pub struct CabinetConfig {
     pub topics: Topics,
     /// Where readings come from: Modbus, or synthetic for benchmarks.
     pub source: SourceConfig,
+    /// How often the energy total is saved and published.
+    pub energy_every: Duration,
+    /// Home Assistant discovery.
+    pub ha: HaConfig,
 }
 
 impl CabinetConfig {
@@ -62,7 +70,38 @@ impl CabinetConfig {
             quad_qos: QoS::AtMostOnce,
             topics: Topics::default(),
             source: SourceConfig::Modbus,
+            energy_every: Duration::from_secs(10),
+            ha: HaConfig::default(),
         }
+    }
+
+    /// Checks every value before anything starts: ids, durations, counts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_id(&self.id)?;
+        config::positive("period", self.period)?;
+        config::within(
+            "window",
+            self.window,
+            1..=MAX_WINDOW_VALUES,
+            ": a window task holds at most 10000 values",
+        )?;
+        config::positive("commit-deadline", self.commit_deadline)?;
+        config::within("outbox-capacity", self.outbox_capacity, 1..=1_000_000, "")?;
+        config::positive("modbus-timeout", self.modbus_timeout)?;
+        config::positive("reconnect-min", self.reconnect.0)?;
+        config::positive("reconnect-max", self.reconnect.1)?;
+        if self.reconnect.0 > self.reconnect.1 {
+            return Err(ConfigError::Inconsistent {
+                key: "reconnect-min",
+                reason: format!(
+                    "{:?} is longer than the longest Modbus reconnect delay {:?}",
+                    self.reconnect.0, self.reconnect.1
+                ),
+            });
+        }
+        config::positive("switches-every", self.switches_every)?;
+        config::positive("energy-every", self.energy_every)?;
+        Ok(())
     }
 
     /// The agent id on the bus for this cabinet.
@@ -75,17 +114,27 @@ impl CabinetConfig {
         vec![(self.topics.commit(&self.id), QoS::AtLeastOnce)]
     }
 
-    /// Options for the second session that carries the retained cabinet status, whose last
-    /// will marks the cabinet offline (one MQTT connection has one will; the first one marks
-    /// the agent offline).
+    /// Options for the second session that carries the cabinet's retained state (status,
+    /// energy total, Home Assistant discovery), whose last will marks the cabinet offline (one
+    /// MQTT connection has one will; the first one marks the agent offline). Its own payloads
+    /// say only the cabinet and its state ([`CabinetPresence`]): the will fires at some later
+    /// time, when the counters a status carries are unknown. The agent's full status follows
+    /// the `online` one, and a clean stop leaves the full final status.
     pub fn status_bus_options(&self, base: &BusOptions) -> BusOptions {
         let mut o = base.clone();
         o.id = format!("{}-status", self.agent_id());
         o.presence = BusPresence::Custom {
             topic: self.topics.cabinet_status(&self.id),
-            online: encode(&self.status(Presence::Online, "connecting")),
-            offline: encode(&self.status(Presence::Offline, "offline")),
+            online: encode(&CabinetPresence {
+                cabinet: self.id.clone(),
+                state: Presence::Online,
+            }),
+            offline: encode(&CabinetPresence {
+                cabinet: self.id.clone(),
+                state: Presence::Offline,
+            }),
         };
+        o.republish_on = self.ha.birth();
         o
     }
 

@@ -6,12 +6,16 @@
 //! - [`config`]: how a cabinet agent runs, with defaults.
 //! - [`window`]: cutting quadruplets into windows.
 //! - [`outbox`]: the durable journal of uncommitted windows and id counters.
+//! - [`energy`]: the energy total integrated from PA, saved across restarts.
+//! - [`forget`]: `wattchain cabinet forget`, clearing a decommissioned cabinet's retained topics.
 //! - [`source`]: where readings come from (Modbus, or synthetic for benchmarks).
 //! - [`commit`]: deciding whether a received block may commit our windows.
 
 pub mod agent;
 pub mod commit;
 pub mod config;
+pub mod energy;
+pub mod forget;
 pub mod outbox;
 pub mod source;
 pub mod window;

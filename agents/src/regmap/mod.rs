@@ -14,7 +14,9 @@ use serde::Deserialize;
 pub use codec::{DecodeError, EncodeError, RegisterImage};
 pub use parse::RegMapError;
 
-/// Number of switchable loads in the cabinet (750-1500 channels 0..=6).
+/// Number of switchable loads in the cabinet (750-1500 channels 0..=6). Loads are numbered
+/// 1..=7 everywhere a person sees them (logs, errors, docs, `set_load`), as on the cabinet;
+/// arrays indexed by load hold load `n` at index `n - 1`.
 pub const LOADS: usize = 7;
 
 /// One reading of the power meter, in SI units.
@@ -33,7 +35,7 @@ pub struct Measurement {
 /// The state of the output card: which loads are on, and which source feeds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Switches {
-    /// `loads[k]` is true when load k is connected.
+    /// `loads[n - 1]` is true when load n (1..=7) is connected.
     pub loads: [bool; LOADS],
     /// The selected source, 1 or 2.
     pub source: u8,
@@ -52,8 +54,8 @@ impl Default for Switches {
 /// A request to switch something the cabinet does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SwitchError {
-    /// Loads are numbered 0..=6.
-    #[error("no load {0}: loads are numbered 0..={max}", max = LOADS - 1)]
+    /// Loads are numbered 1..=7.
+    #[error("no load {0}: loads are numbered 1..={LOADS}")]
     NoSuchLoad(usize),
     /// Sources are numbered 1 and 2.
     #[error("no source {0}: sources are 1 and 2")]

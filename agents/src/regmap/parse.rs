@@ -147,7 +147,7 @@ impl RegisterMap {
             .loads
             .iter()
             .enumerate()
-            .map(|(k, &a)| (a, format!("load {k}")))
+            .map(|(k, &a)| (a, format!("load {}", k + 1)))
             .chain(std::iter::once((
                 self.coils.source,
                 "the source selector".to_owned(),

@@ -185,10 +185,10 @@ fn overlapping_measurements_are_rejected_with_both_names() {
 #[test]
 fn overlapping_coils_are_rejected() {
     let text = RegisterMap::default_sim_toml().replace("source = 7", "source = 3");
-    let err = RegisterMap::from_toml_str(&text).expect_err("source shares coil 3 with load 3");
+    let err = RegisterMap::from_toml_str(&text).expect_err("source shares coil 3 with load 4");
     assert_eq!(
         err.to_string(),
-        "coil address 3 is used by both load 3 and the source selector"
+        "coil address 3 is used by both load 4 and the source selector"
     );
 }
 

@@ -104,7 +104,7 @@ pub trait LoadSwitch {
     /// The current state of the loads and the source.
     fn read_switches(&mut self) -> impl Future<Output = Result<Switches, Self::Error>> + Send;
 
-    /// Switches load `load` (0..=6) on or off.
+    /// Switches load `load` (1..=7) on or off.
     fn set_load(
         &mut self,
         load: usize,
@@ -158,10 +158,10 @@ pub async fn run_churn<S: LoadSwitch>(
             }
             () = tokio::time::sleep(wait) => {}
         }
-        let load = rng.random_range(0..LOADS);
+        let load = rng.random_range(1..=LOADS);
         let source: u8 = rng.random_range(1..=2);
         // Toggle relative to the real state, so churn stays right if someone else switches too.
-        let on = !switch.read_switches().await?.loads[load];
+        let on = !switch.read_switches().await?.loads[load - 1];
         switch.set_load(load, on).await?;
         switch.set_source(source).await?;
         let state = if on { "on" } else { "off" };

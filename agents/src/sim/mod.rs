@@ -133,13 +133,12 @@ impl Simulator {
         self.state().switches
     }
 
-    /// Switches load `load` (0..=6) on or off.
+    /// Switches load `load` (1..=7) on or off.
     pub fn set_load(&self, load: usize, on: bool) -> Result<(), SwitchError> {
         let mut state = self.state();
-        let slot = state
-            .switches
-            .loads
-            .get_mut(load)
+        let slot = load
+            .checked_sub(1)
+            .and_then(|k| state.switches.loads.get_mut(k))
             .ok_or(SwitchError::NoSuchLoad(load))?;
         *slot = on;
         Ok(())

@@ -58,7 +58,8 @@ pub struct Load {
     pub reactance: Reactance,
 }
 
-/// The cabinet's seven loads (≈ 100–600 W at 230 V), indexed like the output card channels.
+/// The cabinet's seven loads (≈ 100–600 W at 230 V), indexed like the output card channels:
+/// load n (1..=7) at index n − 1.
 pub const LOAD_BANK: [Load; LOADS] = [
     // 0: R, 200 W at 230 V.
     Load {

@@ -37,14 +37,14 @@ pub fn exact(initial: Switches) -> SimConfig {
     }
 }
 
-/// Switch state with the given loads on.
+/// Switches with loads `on` (numbered 1..=7) connected to `source`.
 pub fn with_loads(on: &[usize], source: u8) -> Switches {
     let mut s = Switches {
         source,
         ..Switches::default()
     };
     for &k in on {
-        s.loads[k] = true;
+        s.loads[k - 1] = true;
     }
     s
 }

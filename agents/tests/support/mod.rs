@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mutate;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -21,7 +22,7 @@ use wattchain::averager::{self, AveragerConfig, AveragerStats};
 use wattchain::bus::{BrokerUrl, Bus, BusOptions};
 use wattchain::cabinet::{self, CabinetConfig, CabinetError, CabinetStats};
 use wattchain::ledger::{digest_hex, Block};
-use wattchain::messages::{Average, Quadruplet, WindowTask};
+use wattchain::messages::{Average, EnergyTotal, Quadruplet, WindowTask};
 use wattchain::publisher::{self, PublisherConfig, PublisherError, PublisherStats};
 use wattchain::regmap::RegisterMap;
 use wattchain::sim::{SimConfig, Simulator};
@@ -266,6 +267,8 @@ pub struct Seen {
     pub commit_deliveries: Vec<(String, Block)>,
     pub statuses: Vec<(String, serde_json::Value)>,
     pub deadletters: Vec<serde_json::Value>,
+    /// Every energy total published, as (cabinet, total).
+    pub energy: Vec<(String, EnergyTotal)>,
     /// `ledger/head` publications received.
     pub heads: usize,
     /// Topics of publications that did not parse as their topic's payload (hostile input).
@@ -381,6 +384,9 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
                 seen.deadletters.push(serde_json::from_slice(payload).ok()?)
             }
             Some(Route::Head) => seen.heads += 1,
+            Some(Route::Energy { cabinet }) => seen
+                .energy
+                .push((cabinet, serde_json::from_slice(payload).ok()?)),
             Some(Route::NodeHead { .. }) | None => {}
         }
         Some(())

@@ -50,6 +50,7 @@ pub fn fast_config(web: WebConfig) -> UpConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             web,
         }),
+        ha: Default::default(),
     }
 }
 
