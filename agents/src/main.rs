@@ -24,11 +24,10 @@ use wattchain::regmap::RegisterMap;
 use wattchain::sim::{self, ChurnSpec, SimConfig, Simulator};
 use wattchain::topics::check_id;
 use wattchain::up::{self, UpConfig, UpEvent};
-use wattchain::web::{self, HttpListen, HttpSettings, WebSources};
 
 use cli::{
     AveragerArgs, BenchCommand, BenchMineArgs, BrokerArgs, BrokerCommand, CabinetCommand,
-    CabinetRunArgs, ChainCommand, Cli, Command, PublisherArgs, SimArgs, UpArgs, WebArgs,
+    CabinetRunArgs, ChainCommand, Cli, Command, PublisherArgs, SimArgs, UpArgs,
 };
 
 mod cli;
@@ -41,6 +40,9 @@ macro_rules! out {
         let _ = writeln!(std::io::stdout().lock(), $($arg)*);
     }};
 }
+
+mod serve;
+use serve::{print_http, run_web, start_web};
 
 /// mimalloc instead of glibc's malloc: the pipeline allocates and frees a buffer or two per
 /// message in rumqttd, rumqttc and our agents, and glibc's malloc/free took ~15 % of the CPU
@@ -450,61 +452,6 @@ async fn run_publisher(args: PublisherArgs) -> Result<ExitCode> {
         task.await.context("web service task")??;
     }
     result?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The banner lines of a process serving HTTP: where, and a warning when it is open.
-fn print_http(addr: SocketAddr, token: bool) {
-    out!("  dashboard  http://{addr}/  (API http://{addr}/api/v1, metrics http://{addr}/metrics)");
-    if !addr.ip().is_loopback() && !token {
-        out!("  WARNING    the HTTP API on {addr} has no --http-token: anyone who can reach it reads everything");
-    }
-}
-
-/// Binds `settings`, connects the web service's own MQTT session and returns its task.
-async fn start_web(
-    settings: HttpSettings,
-    bus: &cli::BusArgs,
-    id: &str,
-    chain: PathBuf,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(
-    SocketAddr,
-    tokio::task::JoinHandle<Result<(), web::WebError>>,
-)> {
-    wattchain::metrics::install();
-    let listener = web::bind(settings.listen).await?;
-    let addr = listener.local_addr()?;
-    let session = Bus::connect(
-        bus.options(id, web::ROLE)?,
-        web::feed::subscriptions(&settings.web.topics),
-    )?;
-    let sources = WebSources {
-        chain,
-        bus: session,
-        broker: bus.broker.clone(),
-    };
-    let task = tokio::spawn(web::run(settings.web, listener, sources, shutdown));
-    Ok((addr, task))
-}
-
-async fn run_web(args: WebArgs) -> Result<ExitCode> {
-    check_id(&args.id)?;
-    let settings = args
-        .http_args
-        .settings(HttpListen(Some(args.http)), args.bus.topics()?)
-        .context("--http is required")?;
-    let token = settings.web.token.is_some();
-    let shutdown = shutdown_on_signals();
-    let (addr, task) =
-        start_web(settings, &args.bus, &args.id, args.chain.clone(), shutdown).await?;
-    out!(
-        "wattchain web: chain {} via {}",
-        args.chain.display(),
-        args.bus.broker
-    );
-    print_http(addr, token);
-    task.await.context("web service task")??;
     Ok(ExitCode::SUCCESS)
 }
 

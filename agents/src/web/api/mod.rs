@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod live;
+pub mod schema;
 
 use std::sync::OnceLock;
 use std::time::Duration;

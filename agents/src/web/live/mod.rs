@@ -10,13 +10,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use serde::Serialize;
 use tokio::sync::broadcast;
-use utoipa::ToSchema;
+
+pub use cabinet::{CabinetView, WindowSummary};
 
 use super::chain::StoredBlock;
 use crate::messages::{encode, AgentStatus, Average, CabinetStatus, DeadLetter, Quadruplet};
-use crate::topics::Quantity;
+use cabinet::CabinetLive;
+
+mod cabinet;
 
 /// Bounds of the live view (all counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +46,6 @@ impl Default for LiveLimits {
         }
     }
 }
-
-/// Windows still missing an average, per cabinet (older ones are forgotten first).
-const PARTIAL_WINDOWS: usize = 64;
 
 /// The kinds of event on `/api/v1/events`, as their SSE `event:` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,50 +96,6 @@ pub struct Frame {
     pub bytes: Bytes,
 }
 
-/// A window of one cabinet with its four averages.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct WindowSummary {
-    /// Cabinet id.
-    pub cabinet: String,
-    /// Window id.
-    pub window: u64,
-    /// First sample's timestamp.
-    pub from: String,
-    /// Last sample's timestamp.
-    pub to: String,
-    /// Samples in the window.
-    pub n: u32,
-    /// Mean voltage, V.
-    #[serde(rename = "U")]
-    pub u: f64,
-    /// Mean current, A.
-    #[serde(rename = "I")]
-    pub i: f64,
-    /// Mean active power, W.
-    #[serde(rename = "PA")]
-    pub pa: f64,
-    /// Mean reactive power, var.
-    #[serde(rename = "PR")]
-    pub pr: f64,
-    /// Index of the block that commits it, once on the chain (API only; absent in events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub committed_in: Option<u64>,
-}
-
-#[derive(Default)]
-struct Partial {
-    means: [Option<f64>; 4],
-}
-
-#[derive(Default)]
-struct CabinetLive {
-    quads: VecDeque<Quadruplet>,
-    status: Option<CabinetStatus>,
-    averages: [Option<Average>; 4],
-    partial: BTreeMap<u64, Partial>,
-    windows: VecDeque<WindowSummary>,
-}
-
 struct Inner {
     next_id: u64,
     ring: VecDeque<Arc<Frame>>,
@@ -167,24 +122,6 @@ pub struct Subscription {
     pub events: broadcast::Receiver<Arc<Frame>>,
     /// The id of the last replayed event (events up to it are skipped).
     pub last_id: u64,
-}
-
-/// The live view of one cabinet, as the API serves it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CabinetView {
-    /// Cabinet id.
-    pub cabinet: String,
-    /// Its retained status (loads, source, outbox depth, Modbus state), once seen.
-    pub status: Option<CabinetStatus>,
-    /// The latest quadruplet.
-    pub latest: Option<Quadruplet>,
-    /// The latest average of each quantity (U, I, PA, PR order; absent until seen).
-    pub averages: Vec<Average>,
-    /// The latest windows with all four averages, oldest first.
-    pub windows: Vec<WindowSummary>,
-    /// Recent quadruplets, oldest first (only in the single-cabinet view).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<Vec<Quadruplet>>,
 }
 
 fn boot_id() -> u64 {
@@ -251,11 +188,9 @@ impl Live {
             return false;
         }
         self.emit(&mut inner, Kind::Quad, &quad.cabinet, &encode(&quad));
+        let history = self.limits.history;
         let cab = inner.cabinets.entry(quad.cabinet.clone()).or_default();
-        cab.quads.push_back(quad);
-        if cab.quads.len() > self.limits.history {
-            cab.quads.pop_front();
-        }
+        cab.push_quad(quad, history);
         true
     }
 
@@ -269,37 +204,7 @@ impl Live {
         self.emit(&mut inner, Kind::Average, &key, &encode(&avg));
         let windows = self.limits.windows;
         let cab = inner.cabinets.entry(avg.cabinet.clone()).or_default();
-        let q = avg.quantity.index();
-        let done = cab.windows.iter().any(|w| w.window == avg.window);
-        let mut completed = None;
-        if !done {
-            let partial = cab.partial.entry(avg.window).or_default();
-            partial.means[q] = Some(avg.mean);
-            if let [Some(u), Some(i), Some(pa), Some(pr)] = partial.means {
-                cab.partial.remove(&avg.window);
-                let summary = WindowSummary {
-                    cabinet: avg.cabinet.clone(),
-                    window: avg.window,
-                    from: avg.from.clone(),
-                    to: avg.to.clone(),
-                    n: avg.n,
-                    u,
-                    i,
-                    pa,
-                    pr,
-                    committed_in: None,
-                };
-                cab.windows.push_back(summary.clone());
-                if cab.windows.len() > windows {
-                    cab.windows.pop_front();
-                }
-                completed = Some(summary);
-            }
-            while cab.partial.len() > PARTIAL_WINDOWS {
-                cab.partial.pop_first();
-            }
-        }
-        cab.averages[q] = Some(avg);
+        let completed = cab.take_average(avg, windows);
         if let Some(w) = completed {
             let key = w.cabinet.clone();
             self.emit(&mut inner, Kind::Window, &key, &encode(&w));
@@ -399,14 +304,14 @@ impl Live {
         inner
             .cabinets
             .iter()
-            .map(|(id, c)| view(id, c, false))
+            .map(|(id, c)| c.view(id, false))
             .collect()
     }
 
     /// One cabinet's live view with its recent quadruplets.
     pub fn cabinet(&self, id: &str) -> Option<CabinetView> {
         let inner = self.lock();
-        inner.cabinets.get(id).map(|c| view(id, c, true))
+        inner.cabinets.get(id).map(|c| c.view(id, true))
     }
 
     /// Every agent's latest status.
@@ -431,149 +336,5 @@ impl Live {
     }
 }
 
-fn view(id: &str, c: &CabinetLive, history: bool) -> CabinetView {
-    CabinetView {
-        cabinet: id.to_string(),
-        status: c.status.clone(),
-        latest: c.quads.back().cloned(),
-        averages: Quantity::ALL
-            .iter()
-            .filter_map(|q| c.averages[q.index()].clone())
-            .collect(),
-        windows: c.windows.iter().cloned().collect(),
-        history: history.then(|| c.quads.iter().cloned().collect()),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn quad(seq: u64) -> Quadruplet {
-        Quadruplet {
-            cabinet: "c1".into(),
-            seq,
-            ts: "2026-11-21T10:00:00.000Z".into(),
-            u: 230.0,
-            i: 1.0,
-            pa: 200.0,
-            pr: 5.0,
-        }
-    }
-
-    fn ids(frames: &[Bytes]) -> Vec<u64> {
-        frames
-            .iter()
-            .map(|f| {
-                let text = std::str::from_utf8(f).unwrap();
-                text.strip_prefix("id: ")
-                    .unwrap()
-                    .split('\n')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn resume_replays_exactly_the_missed_events_and_falls_back_to_the_latest() {
-        let live = Live::new(LiveLimits {
-            ring: 8,
-            ..LiveLimits::default()
-        });
-        for seq in 0..5 {
-            live.on_quad(quad(seq));
-        }
-        let first = live.subscribe(None);
-        assert_eq!(first.replay.len(), 1, "one latest quadruplet per cabinet");
-        let newest = first.last_id;
-        assert_eq!(ids(&first.replay), vec![newest]);
-        for seq in 5..8 {
-            live.on_quad(quad(seq));
-        }
-        let resumed = live.subscribe(Some(newest));
-        assert_eq!(
-            ids(&resumed.replay),
-            vec![newest + 1, newest + 2, newest + 3]
-        );
-        // Too old for the ring (8 events kept), or from another run: the latest again.
-        for seq in 8..20 {
-            live.on_quad(quad(seq));
-        }
-        assert_eq!(live.subscribe(Some(newest)).replay.len(), 1);
-        assert_eq!(live.subscribe(Some(u64::MAX)).replay.len(), 1);
-        assert_eq!(live.subscribe(Some(1)).replay.len(), 1);
-    }
-
-    #[test]
-    fn four_averages_make_a_window_once_and_history_is_bounded() {
-        let live = Live::new(LiveLimits {
-            history: 3,
-            ..LiveLimits::default()
-        });
-        for seq in 0..10 {
-            live.on_quad(quad(seq));
-        }
-        let mut sub = live.subscribe(None);
-        for round in 0..2 {
-            for q in Quantity::ALL {
-                let avg = Average {
-                    cabinet: "c1".into(),
-                    window: 7,
-                    quantity: q,
-                    mean: 1.0 + q.index() as f64,
-                    n: 4,
-                    min: 0.0,
-                    max: 10.0,
-                    from: "2026-11-21T10:00:00.000Z".into(),
-                    to: "2026-11-21T10:00:03.000Z".into(),
-                    digest: "0".repeat(64),
-                    agent: format!("a{round}"),
-                };
-                assert!(live.on_average(avg));
-            }
-        }
-        let c = live.cabinet("c1").unwrap();
-        assert_eq!(
-            c.history
-                .as_ref()
-                .unwrap()
-                .iter()
-                .map(|q| q.seq)
-                .collect::<Vec<_>>(),
-            vec![7, 8, 9]
-        );
-        assert_eq!(
-            c.windows.len(),
-            1,
-            "a re-published window is not counted twice"
-        );
-        assert_eq!((c.windows[0].u, c.windows[0].pr), (1.0, 4.0));
-        assert_eq!(c.averages.len(), 4);
-        let mut windows = 0;
-        while let Ok(f) = sub.events.try_recv() {
-            windows += usize::from(
-                std::str::from_utf8(&f.bytes)
-                    .unwrap()
-                    .contains("event: window\n"),
-            );
-        }
-        assert_eq!(windows, 1);
-    }
-
-    #[test]
-    fn keys_beyond_the_cap_are_refused() {
-        let live = Live::new(LiveLimits {
-            keys: 2,
-            ..LiveLimits::default()
-        });
-        for (n, admitted) in [(1, true), (2, true), (3, false)] {
-            let mut q = quad(0);
-            q.cabinet = format!("c{n}");
-            assert_eq!(live.on_quad(q), admitted);
-        }
-        assert_eq!(live.cabinets().len(), 2);
-    }
-}
+mod tests;
