@@ -332,9 +332,10 @@ async fn events_replay_the_latest_on_connect_and_resume_exactly_after_last_event
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configured_token_is_required_for_data_and_the_page_still_loads() {
+async fn a_configured_token_is_required_for_data_and_the_page_still_loads_and_cors_is_opt_in() {
     let web = WebConfig {
         token: Some("s3cret+/=".into()),
+        cors: vec!["http://wall.example".into()],
         ..WebConfig::default()
     };
     let up = Up::start(fast_config(web)).await;
@@ -371,6 +372,43 @@ async fn a_configured_token_is_required_for_data_and_the_page_still_loads() {
         )
         .await;
     assert!(good["block"]["hash"].is_string());
+    // A dashboard served elsewhere: its preflight needs no token, its origin is allowed,
+    // another origin is not.
+    let preflight = up
+        .request(
+            "OPTIONS",
+            "/api/v1/chain/head",
+            &[
+                ("origin", "http://wall.example"),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "authorization"),
+            ],
+        )
+        .await;
+    assert!(
+        preflight.status.is_success(),
+        "preflight: {:?}",
+        preflight.status
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("http://wall.example")
+    );
+    let token = [
+        ("authorization", "Bearer s3cret+/="),
+        ("origin", "http://wall.example"),
+    ];
+    let allowed = up.get_with("/api/v1/chain/head", &token).await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("http://wall.example")
+    );
+    let other = [
+        ("authorization", "Bearer s3cret+/="),
+        ("origin", "http://elsewhere.example"),
+    ];
+    let refused = up.get_with("/api/v1/chain/head", &other).await;
+    assert!(refused.header("access-control-allow-origin").is_none());
     // Where a header cannot be set (EventSource): the RFC 6750 query parameter.
     let (status, _, mut stream) = up
         .events("/api/v1/events?access_token=s3cret%2B%2F%3D", &[])
