@@ -288,7 +288,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WebError> {
     crate::metrics::install();
-    let chain: Arc<dyn ChainView> = Arc::new(FileChain::new(&sources.chain));
+    let chain = chain::open(&sources.chain);
     let live = Arc::new(Live::new(config.live));
     let state = WebState::new(
         config.clone(),

@@ -140,6 +140,12 @@ pub trait ChainView: Send + Sync + 'static {
     fn refresh(&self) -> Result<Vec<Arc<StoredBlock>>, ChainError>;
 }
 
+/// The chain the web service reads at `path`: today a [`FileChain`] following `chain.jsonl`.
+/// Pointing the service at another store changes this function and this file only.
+pub fn open(path: &Path) -> Arc<dyn ChainView> {
+    Arc::new(FileChain::new(path))
+}
+
 /// Follows a `chain.jsonl` that another process appends to.
 pub struct FileChain {
     path: PathBuf,
