@@ -85,6 +85,8 @@ pub async fn run(
 ) -> AveragerStats {
     let outlet = bus.outlet();
     let mut stats = AveragerStats::default();
+    let averaged =
+        metrics::counter!(crate::metrics::AVERAGER_AVERAGES, "agent" => config.id.clone());
     info!(id = %config.id, quantities = ?config.quantities, "averager started");
     loop {
         let msg = tokio::select! {
@@ -109,6 +111,7 @@ pub async fn run(
                     break;
                 }
                 stats.averaged += 1;
+                averaged.increment(1);
             }
             Err(reason) => {
                 stats.rejected += 1;

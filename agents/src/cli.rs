@@ -12,6 +12,7 @@ use wattchain::ha::HaConfig;
 use wattchain::ledger;
 use wattchain::sim::ChurnSpec;
 use wattchain::topics::{DiscoveryTopics, Quantity, Topics, DEFAULT_HA_PREFIX};
+use wattchain::web::{HttpListen, HttpSettings, WebConfig};
 
 /// wattchain: electrical cabinet measurements over MQTT into a signed chain kept by ledger nodes.
 ///
@@ -44,6 +45,8 @@ pub(crate) enum Command {
     Averager(AveragerArgs),
     /// Run one ledger node that creates its own genesis if it has none (the one-node case).
     Publisher(PublisherArgs),
+    /// Serve the HTTP API, live dashboard and /metrics for a chain file and a broker (watch only).
+    Web(WebArgs),
     /// Inspect the chain.
     Chain {
         #[command(subcommand)]
@@ -93,6 +96,33 @@ impl BusArgs {
 
     pub(crate) fn topics(&self) -> Result<Topics> {
         Ok(Topics::new(&self.root)?)
+    }
+}
+
+/// How the HTTP API is protected and shared (with `--http`).
+#[derive(Args, Clone)]
+pub(crate) struct HttpArgs {
+    /// Bearer token every API request must carry (Authorization: Bearer TOKEN). Without it,
+    /// serving beyond loopback exposes the data to anyone who can reach the port.
+    #[arg(long, env = "WATTCHAIN_HTTP_TOKEN", hide_env_values = true)]
+    pub(crate) http_token: Option<String>,
+    /// Allow cross-origin API requests from ORIGIN (repeatable; "*" for any). Off by default.
+    #[arg(long = "http-cors", value_name = "ORIGIN")]
+    pub(crate) http_cors: Vec<String>,
+}
+
+impl HttpArgs {
+    /// The web service's settings for `--http` (or `None` for `off`).
+    pub(crate) fn settings(&self, http: HttpListen, topics: Topics) -> Option<HttpSettings> {
+        http.0.map(|listen| HttpSettings {
+            listen,
+            web: WebConfig {
+                token: self.http_token.clone().filter(|t| !t.is_empty()),
+                cors: self.http_cors.clone(),
+                topics,
+                ..WebConfig::default()
+            },
+        })
     }
 }
 
@@ -159,6 +189,11 @@ pub(crate) struct UpArgs {
     /// Seconds before an uncommitted window is re-published.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub(crate) commit_deadline: Duration,
+    /// HTTP API, dashboard and /metrics address ("off" to disable; port 0 picks a free one).
+    #[arg(long, default_value = wattchain::web::DEFAULT_HTTP, value_name = "ADDR|off")]
+    pub(crate) http: HttpListen,
+    #[command(flatten)]
+    pub(crate) http_args: HttpArgs,
     #[command(flatten)]
     pub(crate) ha: HaArgs,
 }
@@ -379,6 +414,11 @@ pub(crate) struct NodeRunArgs {
     /// Mining threads (default: every core).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
+    /// Also serve the HTTP API, dashboard and /metrics on ADDR (e.g. 127.0.0.1:8080).
+    #[arg(long, default_value = "off", value_name = "ADDR|off")]
+    pub(crate) http: HttpListen,
+    #[command(flatten)]
+    pub(crate) http_args: HttpArgs,
     #[command(flatten)]
     pub(crate) ha: HaArgs,
 }
@@ -390,6 +430,23 @@ pub(crate) struct PublisherArgs {
     /// Difficulty of the genesis created when the data directory has none and no --genesis.
     #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
     pub(crate) difficulty: u32,
+}
+
+#[derive(Args)]
+pub(crate) struct WebArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// The chain file to serve (a node's DATA_DIR/chain.jsonl), read-only.
+    #[arg(long)]
+    pub(crate) chain: PathBuf,
+    /// Agent id of the web service's MQTT session.
+    #[arg(long, default_value = "web")]
+    pub(crate) id: String,
+    /// HTTP API, dashboard and /metrics address (port 0 picks a free one and prints it).
+    #[arg(long, default_value = wattchain::web::DEFAULT_HTTP, value_name = "ADDR")]
+    pub(crate) http: SocketAddr,
+    #[command(flatten)]
+    pub(crate) http_args: HttpArgs,
 }
 
 #[derive(Subcommand)]
@@ -430,6 +487,10 @@ pub(crate) enum BenchCommand {
     /// A node with an empty data directory catching up with a long chain, against one core's
     /// signature verification rate.
     Sync(bench::sync::SyncBench),
+    /// GET /api/v1/chain/head through the web service against a bare axum handler.
+    Http(bench::http::HttpBench),
+    /// Event-stream fan-out: many clients, quadruplet → client latency, server memory.
+    Sse(bench::sse::SseBench),
 }
 
 #[derive(Args)]

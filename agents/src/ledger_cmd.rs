@@ -12,6 +12,7 @@ use wattchain::ledger::{self, Genesis, GenesisSpec, NodeKey, VerifyFileError, GE
 use wattchain::node::{self, NodeConfig};
 
 use crate::cli::{ChainCommand, GenesisNewArgs, NodeRunArgs, PublisherArgs};
+use crate::serve::{print_http, start_web};
 
 /// Exit status of `chain verify` for usage and I/O errors (1 means an invalid chain).
 const EXIT_USAGE: u8 = 2;
@@ -115,7 +116,23 @@ async fn serve(
         &ha,
         &ha::ledger_entities(&ha, &config.topics, &config.id),
     );
-    node::run(config, genesis, bus, shutdown, None).await?;
+    let web = match args.http_args.settings(args.http, config.topics.clone()) {
+        Some(settings) => {
+            let token = settings.web.token.is_some();
+            let id = format!("{}-web", config.id);
+            let chain = config.chain_path();
+            let (addr, task) = start_web(settings, &args.bus, &id, chain, shutdown.clone()).await?;
+            print_http(addr, token);
+            Some(task)
+        }
+        None => None,
+    };
+    let result = node::run(config, genesis, bus, shutdown.clone(), None).await;
+    shutdown.cancel();
+    if let Some(task) = web {
+        task.await.context("web service task")??;
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

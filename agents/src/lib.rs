@@ -17,6 +17,8 @@
 //! - [`ha`]: Home Assistant MQTT discovery (cabinet and ledger devices).
 //! - [`publisher`]: assembles averages into records, mines and appends blocks.
 //! - [`up`]: the whole pipeline in one process (`wattchain up`).
+//! - [`web`]: the HTTP API, live dashboard and `/metrics` (axum, in-process).
+//! - [`metrics`](mod@metrics): every Prometheus metric name, the handles agents count with, the recorder.
 //! - [`bench`](mod@bench): the measurements behind `wattchain bench` (mining, pipeline, Modbus).
 
 pub mod averager;
@@ -27,9 +29,11 @@ pub mod config;
 pub mod ha;
 pub mod ledger;
 pub mod messages;
+pub mod metrics;
 pub mod modbus;
 pub mod node;
 pub mod regmap;
 pub mod sim;
 pub mod topics;
 pub mod up;
+pub mod web;

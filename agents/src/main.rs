@@ -42,6 +42,9 @@ macro_rules! out {
     }};
 }
 
+mod serve;
+use serve::{print_http, run_web};
+
 /// mimalloc instead of glibc's malloc: the pipeline allocates and frees a buffer or two per
 /// message in rumqttd, rumqttc and our agents, and glibc's malloc/free took ~15 % of the CPU
 /// in `perf` profiles of `wattchain bench pipeline`. Built without transparent huge pages
@@ -167,6 +170,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         },
         Command::Publisher(args) => ledger_cmd::run_publisher(args, shutdown_on_signals()).await,
         Command::Chain { command } => Ok(ledger_cmd::chain(command)),
+        Command::Web(args) => run_web(args).await,
         Command::Bench { command } => run_bench(command).await,
     }
 }
@@ -221,9 +225,11 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
         cabinet: args.cabinet,
         commit_deadline: args.commit_deadline,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        http: args.http_args.settings(args.http, Default::default()),
         ha: args.ha.config()?,
     };
     config.validate()?;
+    let token = config.http.as_ref().is_some_and(|h| h.web.token.is_some());
     let shutdown = shutdown_on_signals();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {
@@ -236,6 +242,7 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                     genesis,
                     chain_id,
                     nodes,
+                    http,
                 } => {
                     let port = broker.rsplit(':').next().unwrap_or("1883").to_string();
                     out!("wattchain is up.");
@@ -245,6 +252,9 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                     out!("  nodes      {}", nodes.join(", "));
                     out!("  chain      {}", chain.display());
                     out!("  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t 'wattchain/#' -v");
+                    if let Some(addr) = http {
+                        print_http(addr, token);
+                    }
                     out!("  verify     wattchain chain verify {}", chain.display());
                     out!("Ctrl-C stops everything cleanly.");
                 }
@@ -443,6 +453,15 @@ async fn run_bench(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Sync(b) => {
             let r = bench::sync::run(&b, shutdown).await?;
             let ok = r.blocks > 0;
+            (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
+        }
+        BenchCommand::Http(b) => {
+            let r = bench::http::run(&b, shutdown).await?;
+            (r.to_string(), serde_json::to_string(&r)?, b.json, true)
+        }
+        BenchCommand::Sse(b) => {
+            let r = bench::sse::run(&b, shutdown).await?;
+            let ok = r.streams_lost == 0;
             (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
         }
         BenchCommand::Modbus(b) => {

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use utoipa::ToSchema;
 
 use crate::ledger;
 use crate::topics::{is_valid_id, Quantity};
@@ -115,7 +116,7 @@ fn check_range(from: &str, to: &str) -> Result<(), MessageError> {
 }
 
 /// One reading of the four quantities: `{cabinet}/quad`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Quadruplet {
     /// Cabinet id.
     pub cabinet: String,
@@ -215,7 +216,7 @@ impl Validate for WindowTask {
 }
 
 /// An averager's result for one window task: `{cabinet}/average/{Q}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Average {
     /// Cabinet id.
     pub cabinet: String,
@@ -297,7 +298,7 @@ impl Validate for Average {
 }
 
 /// Whether an agent or cabinet is connected; the last will says `offline`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Presence {
     /// Connected and working.
@@ -307,7 +308,7 @@ pub enum Presence {
 }
 
 /// Retained status of every agent: `agent/{id}/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentStatus {
     /// `online` or `offline`.
     pub state: Presence,
@@ -335,7 +336,7 @@ impl AgentStatus {
 }
 
 /// Retained status of a cabinet: `cabinet/{cab}/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CabinetStatus {
     /// Cabinet id.
     pub cabinet: String,
@@ -399,7 +400,7 @@ impl Validate for EnergyTotal {
 }
 
 /// A rejected message, published on `deadletter/{role}` so that rejections are visible.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetter {
     /// Role of the agent that rejected it.
     pub role: String,

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use utoipa::ToSchema;
 
 /// Default root prefix of every topic.
 pub const DEFAULT_ROOT: &str = "wattchain";
@@ -19,7 +20,9 @@ pub const DEFAULT_HA_PREFIX: &str = "homeassistant";
 pub const MAX_ID_LEN: usize = 64;
 
 /// One of the four measured quantities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 pub enum Quantity {
     /// RMS voltage, volts.
     U,
@@ -151,7 +154,7 @@ pub enum Route {
     /// `{root}/ledger/header`
     Header,
     /// `{root}/ledger/node/{id}/head`
-    NodeHead { id: String },
+    NodeHead { node: String },
     /// `{root}/ledger/sync/request`
     SyncRequest,
     /// `{root}/ledger/sync/reply/{id}`
@@ -250,11 +253,6 @@ impl Topics {
         format!("{}/ledger/header", self.root)
     }
 
-    /// One node's own head and state, retained.
-    pub fn node_head(&self, id: &str) -> String {
-        format!("{}/ledger/node/{id}/head", self.root)
-    }
-
     /// Filter: every node's head.
     pub fn node_head_filter(&self) -> String {
         format!("{}/ledger/node/+/head", self.root)
@@ -268,6 +266,30 @@ impl Topics {
     /// Sync replies for the node (or cabinet light client) `id`.
     pub fn sync_reply(&self, id: &str) -> String {
         format!("{}/ledger/sync/reply/{id}", self.root)
+    }
+
+    /// The retained head and state of one ledger node.
+    pub fn node_head(&self, node: &str) -> String {
+        format!("{}/ledger/node/{node}/head", self.root)
+    }
+
+    /// What a watcher (the web service's live view) subscribes to: quadruplets, averages,
+    /// statuses, blocks, heads and dead letters; not the window tasks, the bulk of the traffic.
+    pub fn watch_filters(&self) -> Vec<String> {
+        let r = &self.root;
+        [
+            "cabinet/+/quad",
+            "cabinet/+/average/+",
+            "cabinet/+/status",
+            "agent/+/status",
+            "ledger/block",
+            "ledger/head",
+            "ledger/node/+/head",
+            "deadletter/+",
+        ]
+        .iter()
+        .map(|f| format!("{r}/{f}"))
+        .collect()
     }
 
     /// The retained status of one agent.
@@ -328,7 +350,7 @@ impl Topics {
             ["ledger", "block"] => Some(Route::Block),
             ["ledger", "head"] => Some(Route::Head),
             ["ledger", "header"] => Some(Route::Header),
-            ["ledger", "node", node, "head"] => Some(Route::NodeHead { id: id(node)? }),
+            ["ledger", "node", node, "head"] => Some(Route::NodeHead { node: id(node)? }),
             ["ledger", "sync", "request"] => Some(Route::SyncRequest),
             ["ledger", "sync", "reply", to] => Some(Route::SyncReply { id: id(to)? }),
             ["agent", agent, "status"] => Some(Route::AgentStatus { id: id(agent)? }),
@@ -430,7 +452,7 @@ mod tests {
             (t.block(), Route::Block),
             (t.head(), Route::Head),
             (t.header(), Route::Header),
-            (t.node_head("n1"), Route::NodeHead { id: "n1".into() }),
+            (t.node_head("n-1"), Route::NodeHead { node: "n-1".into() }),
             (t.sync_request(), Route::SyncRequest),
             (t.sync_reply("n2"), Route::SyncReply { id: "n2".into() }),
             (

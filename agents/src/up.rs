@@ -1,7 +1,7 @@
 //! `wattchain up`: the whole pipeline in one process — embedded broker, simulator with churn,
 //! one cabinet agent, N averagers and N ledger nodes (own keys and data directories) — each on
-//! its own MQTT session, exactly as they would run on separate machines. The genesis is created
-//! under the data directory on first start.
+//! its own MQTT session, exactly as they would run on separate machines — and the web service
+//! (API, dashboard, `/metrics`). The genesis is created under the data directory on first start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,7 @@ use crate::node::{self, MinedBlock, NodeConfig};
 use crate::regmap::RegisterMap;
 use crate::sim::{ChurnSpec, SimConfig, Simulator};
 use crate::topics::Topics;
+use crate::web::{self, HttpSettings, WebSources};
 
 /// Everything `wattchain up` can be told.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct UpConfig {
     pub commit_deadline: Duration,
     /// Mining threads.
     pub threads: usize,
+    /// The HTTP API and dashboard; `None` for none.
+    pub http: Option<HttpSettings>,
     /// Home Assistant discovery (the cabinet and the ledger).
     pub ha: HaConfig,
 }
@@ -110,6 +113,8 @@ pub enum UpEvent {
         chain_id: String,
         /// Node ids.
         nodes: Vec<String>,
+        /// Where the HTTP API and dashboard listen, if they do.
+        http: Option<SocketAddr>,
     },
     /// A node's main chain moved (a block it mined, a reorg).
     Block(MinedBlock),
@@ -124,14 +129,28 @@ pub async fn run(
     config.validate()?;
     // The chain's rules are settled (and checked) before anything starts.
     let genesis_path = config.data_dir.join(GENESIS_FILE);
-    let genesis = if genesis_path.exists() {
-        Genesis::load(&genesis_path)?
+    let (genesis, new_genesis) = if genesis_path.exists() {
+        (Genesis::load(&genesis_path)?, false)
     } else {
-        let g = Genesis::new(GenesisSpec::pow(config.difficulty))?;
-        g.write_new(&genesis_path)?;
-        info!(path = %genesis_path.display(), chain = %g.id(), "genesis created");
-        g
+        (Genesis::new(GenesisSpec::pow(config.difficulty))?, true)
     };
+    // Bound first, so that a busy port fails before anything else starts; the recorder is
+    // installed before the agents take their metric handles.
+    let http = match &config.http {
+        Some(h) => {
+            crate::metrics::install();
+            Some((web::bind(h.listen).await?, h.web.clone()))
+        }
+        None => None,
+    };
+    let http_addr = match &http {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
+    if new_genesis {
+        genesis.write_new(&genesis_path)?;
+        info!(path = %genesis_path.display(), chain = %genesis.id(), "genesis created");
+    }
     let broker_config = wattchain_broker::BrokerConfig {
         listen: config.listen,
         ..Default::default()
@@ -221,6 +240,24 @@ pub async fn run(
             .context("cabinet agent")
     });
 
+    if let Some((listener, web_config)) = http {
+        let bus = Bus::connect(
+            BusOptions::new(url.clone(), web::ROLE, web::ROLE),
+            web::feed::subscriptions(&web_config.topics),
+        )?;
+        let sources = WebSources {
+            chain: chain.clone(),
+            bus,
+            broker: broker.url(),
+        };
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            web::run(web_config, listener, sources, stop)
+                .await
+                .context("web service")
+        });
+    }
+
     let _ = events.send(UpEvent::Started {
         broker: broker.url(),
         modbus,
@@ -228,6 +265,7 @@ pub async fn run(
         genesis: genesis_path,
         chain_id: genesis.id().to_hex(),
         nodes: node_ids,
+        http: http_addr,
     });
     info!(broker = %broker.url(), "wattchain is up");
 

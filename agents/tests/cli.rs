@@ -22,7 +22,15 @@ fn text(out: &Output) -> String {
 fn fast_up(port: u16, data: &std::path::Path) -> Vec<String> {
     let listen = format!("127.0.0.1:{port}");
     let data = data.to_string_lossy().into_owned();
-    let args = ["up", "--listen", &listen, "--data-dir", &data];
+    let args = [
+        "up",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data,
+        "--http",
+        "127.0.0.1:0",
+    ];
     let fast = ["--difficulty", "8", "--period", "50ms", "--window", "2"];
     args.iter()
         .chain(fast.iter())
@@ -41,6 +49,27 @@ fn up_mines_blocks_that_mosquitto_sub_sees_and_stops_cleanly_on_sigterm() {
     );
     let watch = up.line("the mosquitto_sub line", |l| l.contains("mosquitto_sub"));
     assert!(watch.contains(&format!("-p {port}")), "{watch}");
+    // The printed dashboard URL answers, as a newcomer would open it.
+    let dashboard = up.line("the dashboard line", |l| {
+        l.trim_start().starts_with("dashboard")
+    });
+    let http = dashboard
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("an address in {dashboard:?}"))
+        .to_string();
+    let page = Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "10",
+            &format!("http://{http}/api/v1/status"),
+        ])
+        .output()
+        .expect("curl runs");
+    assert!(page.status.success(), "{}", text(&page));
+    assert!(String::from_utf8_lossy(&page.stdout).contains("\"mqtt_connected\""));
     let block = up.line("a block line", |l| {
         l.starts_with("block") && l.contains("c1#")
     });

@@ -7,8 +7,12 @@
 //! - [`pipeline`]: synthetic cabinets through averagers and nodes to the chain.
 //! - [`modbus`]: the Modbus poll round trip and period jitter against the simulator.
 //! - [`sync`]: a node with an empty data directory catching up with a long chain.
+//! - [`http`]: `GET /api/v1/chain/head` against a bare axum handler, same process and client.
+//! - [`sse`]: event-stream fan-out: quadruplet → client latency for many clients, server RSS.
 
+pub mod http;
 pub mod mine;
 pub mod modbus;
 pub mod pipeline;
 pub mod sync;
+pub mod sse;

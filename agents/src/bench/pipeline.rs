@@ -467,7 +467,12 @@ impl Drop for BenchDir {
 
 /// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`); `None` off Linux.
 pub fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_kib_of("self", field)
+}
+
+/// A `kB` field of `/proc/{who}/status`, `who` a pid or `self`; `None` off Linux.
+pub fn status_kib_of(who: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{who}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))

@@ -67,6 +67,9 @@ impl Session {
                     connections += 1;
                     delay = self.backoff.0;
                     info!(broker = %self.broker, id = %self.id, connections, "connected");
+                    if connections > 1 {
+                        metrics::counter!(crate::metrics::BUS_RECONNECTS, "agent" => self.id.clone()).increment(1);
+                    }
                     self.on_connected(connections);
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {

@@ -92,6 +92,7 @@ struct Agent {
     stats: CabinetStats,
     /// The light client deciding when a window is final.
     finality: Finality,
+    metrics: crate::metrics::Cabinet,
 }
 
 /// Polls, publishes and keeps the outbox until `shutdown`; then closes both sessions.
@@ -140,6 +141,7 @@ pub async fn run(
         next_energy_save: now + config.energy_every,
         stats: CabinetStats::default(),
         finality: Finality::new(&config.id, &config.agent_id(), genesis),
+        metrics: crate::metrics::Cabinet::new(&config.id),
         config,
     };
     let entities = ha::cabinet_entities(&agent.config.ha, &agent.config.topics, &agent.config.id);
@@ -263,6 +265,7 @@ impl Agent {
                 self.unsent.extend(tasks.iter().cloned());
             }
             self.stats.windows += 1;
+            self.metrics.windows_produced.increment(1);
             debug!(cabinet = %self.config.id, window = tasks[0].window, "window published");
         }
         self.publish_status();
@@ -315,6 +318,7 @@ impl Agent {
 
     fn on_measurement(&mut self, m: Measurement) -> Result<(), CabinetError> {
         self.stats.polls += 1;
+        self.metrics.quadruplets.increment(1);
         self.energy.add(Instant::now(), m.pa);
         let quad = Quadruplet {
             cabinet: self.config.id.clone(),
@@ -503,6 +507,7 @@ impl Agent {
         }
         if committed > 0 {
             self.stats.committed += committed;
+            self.metrics.windows_committed.increment(committed);
             debug!(cabinet = %self.config.id, committed, "windows final on the chain");
             self.publish_status();
         }
@@ -533,6 +538,7 @@ impl Agent {
     fn publish_status(&mut self) {
         self.status.next_window = self.outbox.next_window();
         self.status.outbox = self.outbox.len();
+        self.metrics.outbox.set(self.status.outbox as f64);
         self.status.missed_ticks = self.stats.missed_ticks;
         self.status.ts = now_ts();
         let topic = self.config.topics.cabinet_status(&self.config.id);

@@ -41,5 +41,5 @@ pub use record::{digest_hex, digest_values, Averages, Digests, Record, RecordPro
 pub use rules::Violation;
 pub use store::{ChainStore, Change, Insert, Limits, Status, StoreError, CHAIN_FILE};
 pub use timestamp::{Timestamp, TimestampError};
-pub use verify::{verify_file, VerifyError, VerifyFileError, VerifySummary};
+pub use verify::{verify_file, ChainChecker, VerifyError, VerifyFileError, VerifySummary};
 pub use windows::{CabinetWindows, WindowIndex};

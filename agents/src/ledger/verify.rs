@@ -110,6 +110,83 @@ impl fmt::Display for VerifySummary {
     }
 }
 
+/// Checks a chain block by block, in order: the incremental form of [`verify_file`], for readers
+/// that follow a chain file as it grows (the web service). Without a genesis it refuses every
+/// block.
+#[derive(Debug, Default)]
+pub struct ChainChecker {
+    genesis: Option<Genesis>,
+    head: Option<Header>,
+    windows: WindowIndex,
+    verified: super::rules::Verified,
+}
+
+impl ChainChecker {
+    /// A checker of chains following `genesis`.
+    pub fn new(genesis: Genesis) -> ChainChecker {
+        ChainChecker {
+            genesis: Some(genesis),
+            ..ChainChecker::default()
+        }
+    }
+
+    /// Whether it has a genesis to check against.
+    pub fn has_genesis(&self) -> bool {
+        self.genesis.is_some()
+    }
+
+    /// Index the next block must have.
+    pub fn next_index(&self) -> u64 {
+        self.head.as_ref().map_or(0, |h| h.index + 1)
+    }
+
+    /// The last accepted block's header.
+    pub fn head(&self) -> Option<&Header> {
+        self.head.as_ref()
+    }
+
+    /// Which block committed each window.
+    pub fn windows(&self) -> &WindowIndex {
+        &self.windows
+    }
+
+    /// Checks `block` as the next block (every rule, in the spec's order), without accepting it.
+    pub fn check(&mut self, block: &Block) -> Result<(), Violation> {
+        let Some(genesis) = &self.genesis else {
+            return Err(Violation::Unparseable("no genesis to check against".into()));
+        };
+        check_mode_keys(genesis, &block.header())?;
+        let expected = self.next_index();
+        if block.index != expected {
+            return Err(Violation::IndexOutOfSequence {
+                expected,
+                found: block.index,
+            });
+        }
+        match &self.head {
+            None => check_genesis_block(genesis, block),
+            Some(parent) => {
+                let windows = &self.windows;
+                super::rules::check_block_with(
+                    genesis,
+                    block,
+                    parent,
+                    |c, w| windows.get(c, w),
+                    &mut self.verified,
+                )
+            }
+        }
+    }
+
+    /// Accepts a block that [`check`](Self::check) passed.
+    pub fn accept(&mut self, block: Block) {
+        for r in block.records() {
+            self.windows.insert(&r.cabinet, r.window, block.index);
+        }
+        self.head = Some(block.header());
+    }
+}
+
 /// Verifies a whole chain file against `genesis`: the derived genesis block, links, hashes,
 /// difficulty and work, signatures, mode rules, timestamps, records, no window twice.
 pub fn verify_file(genesis: &Genesis, path: &Path) -> Result<VerifySummary, VerifyFileError> {

@@ -282,7 +282,7 @@ impl Router {
                 Ok(head) => Event::Head { head, best: true },
                 Err(e) => return self.refuse(&msg, &e.to_string()),
             },
-            Some(Route::NodeHead { id }) => match decode::<HeadMessage>(&msg.payload, max) {
+            Some(Route::NodeHead { node: id }) => match decode::<HeadMessage>(&msg.payload, max) {
                 Ok(head) if head.node != id => {
                     return self.refuse(&msg, "node head names another node")
                 }

@@ -418,9 +418,9 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
             Some(Route::Energy { cabinet }) => seen
                 .energy
                 .push((cabinet, serde_json::from_slice(payload).ok()?)),
-            Some(Route::NodeHead { id }) => seen
+            Some(Route::NodeHead { node }) => seen
                 .node_heads
-                .push((id, serde_json::from_slice(payload).ok()?)),
+                .push((node, serde_json::from_slice(payload).ok()?)),
             Some(Route::Header | Route::SyncRequest | Route::SyncReply { .. }) => {}
             None => {}
         }
