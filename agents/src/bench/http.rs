@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Link;
 use crate::ledger::{
-    Averages, ChainStore, Digests, Genesis, GenesisError, GenesisSpec, Hash32, Limits, NodeKey, Record,
-    StoreError, Timestamp,
+    Averages, ChainStore, Digests, Genesis, GenesisError, GenesisSpec, Hash32, Limits, NodeKey,
+    Record, StoreError, Timestamp,
 };
 use crate::web::client::{Client, ClientError};
 use crate::web::{self, ChainView, FileChain, Live, WebConfig, WebState};
@@ -158,7 +158,12 @@ pub(crate) fn make_chain(
     let (mut store, _) = ChainStore::open(&genesis, &path, Limits::default())?;
     let key = NodeKey::from_seed([5; 32]);
     for w in 0..blocks {
-        let t = genesis.template(store.head(), vec![record(w)], Timestamp::now(), key.public());
+        let t = genesis.template(
+            store.head(),
+            vec![record(w)],
+            Timestamp::now(),
+            key.public(),
+        );
         store.insert(t.finish(0, &key, &genesis.id()))?;
     }
     Ok(path)

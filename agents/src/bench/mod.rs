@@ -14,5 +14,5 @@ pub mod http;
 pub mod mine;
 pub mod modbus;
 pub mod pipeline;
-pub mod sync;
 pub mod sse;
+pub mod sync;

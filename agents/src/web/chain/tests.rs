@@ -43,7 +43,12 @@ fn chain_in(dir: &Path, n: u64) -> Vec<Block> {
     let mut blocks = vec![g.block()];
     for i in 1..n {
         let head = blocks.last().unwrap().header();
-        let t = g.template(&head, vec![record(i)], Timestamp::from_millis(1000 + i).unwrap(), key.public());
+        let t = g.template(
+            &head,
+            vec![record(i)],
+            Timestamp::from_millis(1000 + i).unwrap(),
+            key.public(),
+        );
         blocks.push(t.finish(0, &key, &g.id()));
     }
     blocks
