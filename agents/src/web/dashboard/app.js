@@ -194,7 +194,7 @@ function renderBlocks() {
         el("code", { class: "hash", title: b.hash, text: shortHash(b.hash) }),
         el("span", { class: "time", text: clock(b.timestamp) }),
         el("span", { class: "recs", text: windows }),
-        el("span", { class: "by", text: "mined by " + (b.producer || "—") }),
+        el("span", { class: "by", text: "mined by " + (b.producer ? b.producer.slice(0, 8) + "…" : "—") }),
         el("span", { class: "work", text: (b.difficulty ?? "?") + " bits" }),
         el("span", { class: "conf", text: conf === 0 ? "head" : conf + " conf." }),
       );
@@ -246,8 +246,10 @@ function renderNodes() {
   }
   $("#nodes").replaceChildren(
     ...[...nodes.entries()].map(([id, head]) => {
-      const index = head.index ?? head.height;
-      const text = index != null ? `#${index} ${shortHash(head.hash)}` : JSON.stringify(head).slice(0, 80);
+      // A node head message carries its head block's header (topics.md, "Head message").
+      const h = head.header || head;
+      const index = h.index ?? h.height;
+      const text = index != null ? `#${index} ${shortHash(h.hash)}` : JSON.stringify(head).slice(0, 32);
       const extra = head.state || head.status || head.consensus || "";
       return el("li", {}, el("span", { class: "id", text: id }), el("code", { text }), el("span", { class: "role", text: String(extra) }));
     }),
