@@ -6,12 +6,18 @@
 mod certs;
 mod clients;
 mod mosquitto;
+mod raw;
+mod reference;
 mod users;
+pub mod wire;
 
 pub use certs::*;
 pub use clients::*;
 pub use mosquitto::*;
+pub use raw::*;
+pub use reference::*;
 pub use users::*;
+pub use wire::{prop, sub_options, Connect, Message, Props, Value, Will};
 
 use std::net::SocketAddr;
 use std::time::Duration;
