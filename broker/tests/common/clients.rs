@@ -133,6 +133,30 @@ impl TestClient {
         .expect("SUBACK timed out");
     }
 
+    /// Subscribes at `qos` (0, 1 or 2) and waits for the SUBACK.
+    pub async fn subscribe_at(&mut self, filter: &str, qos: u8) {
+        let ok = match &self.client {
+            Either::V4(c) => c.subscribe(filter, v4_qos(qos)).await.is_ok(),
+            Either::V5(c) => c.subscribe(filter, v5_qos(qos)).await.is_ok(),
+        };
+        assert!(ok, "subscribe request refused");
+        timeout(WAIT, async {
+            while !matches!(self.seen.recv().await, Some(Seen::SubAck) | None) {}
+        })
+        .await
+        .expect("SUBACK timed out");
+    }
+
+    /// Publishes at `qos` (0, 1 or 2), not retained.
+    pub async fn publish_at(&self, topic: &str, qos: u8, payload: &[u8]) {
+        let payload = payload.to_vec();
+        let ok = match &self.client {
+            Either::V4(c) => c.publish(topic, v4_qos(qos), false, payload).await.is_ok(),
+            Either::V5(c) => c.publish(topic, v5_qos(qos), false, payload).await.is_ok(),
+        };
+        assert!(ok, "publish request refused");
+    }
+
     /// Publishes at QoS 1.
     pub async fn publish(&self, topic: &str, payload: &[u8]) {
         let ok = match &self.client {
@@ -192,4 +216,12 @@ pub async fn assert_broker_serves(addr: SocketAddr, tag: &str) {
     );
     sub.disconnect().await;
     publisher.disconnect().await;
+}
+
+fn v4_qos(qos: u8) -> rumqttc::QoS {
+    rumqttc::qos(qos).expect("QoS 0, 1 or 2")
+}
+
+fn v5_qos(qos: u8) -> rumqttc::v5::mqttbytes::QoS {
+    rumqttc::v5::mqttbytes::qos(qos).expect("QoS 0, 1 or 2")
 }

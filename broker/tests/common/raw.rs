@@ -47,46 +47,63 @@ pub struct Raw {
     next_id: u16,
     /// Publishes read while waiting for something else, in arrival order.
     queued: VecDeque<Message>,
+    /// Bytes read, not yet a whole packet.
+    input: Vec<u8>,
+    /// Packets decoded, not yet returned.
+    inbox: VecDeque<Packet>,
+    /// Acknowledgements decided, not yet written.
+    outbox: Vec<u8>,
     /// Answer QoS 1 and 2 publishes (PUBACK, PUBREC/PUBCOMP) as they are read.
     pub auto_ack: bool,
 }
 
-/// Reads one packet (first byte, body); `None` when the peer closed or reset.
-async fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let first = stream.read_u8().await.ok()?;
+/// Takes one whole packet (first byte, body) off the front of `input`, if it holds one.
+fn split_packet(input: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
     let mut remaining = 0usize;
-    for shift in (0..4).map(|i| 7 * i) {
-        let byte = stream.read_u8().await.ok()?;
-        remaining |= usize::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
+    let mut header = 1;
+    loop {
+        let byte = *input.get(header)?;
+        remaining |= usize::from(byte & 0x7f) << (7 * (header - 1));
+        header += 1;
+        if byte & 0x80 == 0 || header == 5 {
             break;
         }
     }
-    let mut body = vec![0u8; remaining];
-    stream.read_exact(&mut body).await.ok()?;
+    if input.len() < header + remaining {
+        return None;
+    }
+    let first = input[0];
+    let body = input[header..header + remaining].to_vec();
+    input.drain(..header + remaining);
     Some((first, body))
 }
 
 impl Raw {
     /// Connects and returns the client with the broker's CONNACK (whatever its code).
     pub async fn connect(addr: SocketAddr, connect: &Connect) -> (Raw, ConnAck) {
-        let mut stream = timeout(WAIT, TcpStream::connect(addr))
+        let stream = timeout(WAIT, TcpStream::connect(addr))
             .await
             .expect("TCP connect timed out")
             .expect("TCP connect");
         stream.set_nodelay(true).expect("nodelay");
-        stream
-            .write_all(&connect.encode())
-            .await
-            .expect("send CONNECT");
-        let (first, body) = timeout(WAIT, read_packet(&mut stream))
+        let mut raw = Raw {
+            stream,
+            version: connect.version,
+            next_id: 0,
+            queued: VecDeque::new(),
+            input: Vec::new(),
+            inbox: VecDeque::new(),
+            outbox: Vec::new(),
+            auto_ack: true,
+        };
+        raw.send(&connect.encode()).await;
+        let packet = timeout(WAIT, raw.next_packet())
             .await
             .expect("CONNACK timed out")
             .unwrap_or_else(|| panic!("closed before CONNACK ({:?})", connect.client_id));
-        assert_eq!(
-            first, 0x20,
-            "expected CONNACK, got {first:#04x} {body:02x?}"
-        );
+        let Packet::Other(0x20, body) = packet else {
+            panic!("expected CONNACK, got {packet:?}");
+        };
         let mut reader = Reader(&body);
         let session_present = reader.byte() & 1 == 1;
         let code = reader.byte();
@@ -99,13 +116,6 @@ impl Raw {
             session_present,
             code,
             props,
-        };
-        let raw = Raw {
-            stream,
-            version: connect.version,
-            next_id: 0,
-            queued: VecDeque::new(),
-            auto_ack: true,
         };
         (raw, ack)
     }
@@ -139,21 +149,82 @@ impl Raw {
 
     /// Writes raw bytes.
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write to broker");
+        self.outbox.extend_from_slice(bytes);
+        self.flush().await.expect("write to broker");
+    }
+
+    /// Writes the outbox; cancel-safe (progress is kept in the outbox).
+    async fn flush(&mut self) -> std::io::Result<()> {
+        while !self.outbox.is_empty() {
+            let n = self.stream.write(&self.outbox).await?;
+            self.outbox.drain(..n);
+        }
+        Ok(())
+    }
+
+    /// The next packet, `None` once the broker closed the connection. Cancel-safe: every
+    /// await is one read or write whose progress is kept in `self`, so a timeout or a
+    /// `select!` never loses or splits a packet.
+    async fn next_packet(&mut self) -> Option<Packet> {
+        loop {
+            if self.flush().await.is_err() {
+                return None;
+            }
+            if let Some(packet) = self.inbox.pop_front() {
+                return Some(packet);
+            }
+            if let Some((first, body)) = split_packet(&mut self.input) {
+                let packet = self.decode(first, body);
+                self.inbox.push_back(packet);
+                continue;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// The next packet, bounded by `wait`; `None` if the broker closed the connection.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
-        let (first, body) = timeout(wait, read_packet(&mut self.stream))
+        self.try_recv(wait)
             .await
-            .expect("no packet from the broker in time")?;
+            .expect("no packet from the broker in time")
+    }
+
+    /// Publishes already read, then every publish arriving within `wait` of each other: for
+    /// asserting an absence after a later marker has been seen elsewhere.
+    pub async fn quiet(&mut self, wait: Duration) -> Vec<Message> {
+        let mut seen: Vec<Message> = self.queued.drain(..).collect();
+        while let Ok(packet) = self.try_recv(wait).await {
+            match packet.expect("broker closed the connection") {
+                Packet::Publish(message) => seen.push(message),
+                Packet::Disconnect(code) => panic!("broker sent DISCONNECT {code:#04x}"),
+                _ => {}
+            }
+        }
+        seen
+    }
+
+    /// One packet within `wait` (`Err` on timeout, `Ok(None)` when closed).
+    async fn try_recv(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<Packet>, tokio::time::error::Elapsed> {
+        timeout(wait, self.next_packet()).await
+    }
+
+    /// Decodes a packet, queueing the acknowledgements `auto_ack` asks for.
+    fn decode(&mut self, first: u8, body: Vec<u8>) -> Packet {
         let kind = first >> 4;
         let packet = match kind {
             3 => {
                 let message = Message::decode(first, &body, self.version);
                 if self.auto_ack && message.qos > 0 {
                     let ack = if message.qos == 1 { 0x40 } else { 0x50 };
-                    self.send(&frame(ack, &message.id.to_be_bytes())).await;
+                    self.outbox
+                        .extend_from_slice(&frame(ack, &message.id.to_be_bytes()));
                 }
                 Packet::Publish(message)
             }
@@ -166,7 +237,8 @@ impl Raw {
                     reader.byte()
                 };
                 if kind == 6 && self.auto_ack {
-                    self.send(&frame(0x70, &id.to_be_bytes())).await;
+                    self.outbox
+                        .extend_from_slice(&frame(0x70, &id.to_be_bytes()));
                 }
                 Packet::Ack(kind, id, code)
             }
@@ -186,7 +258,7 @@ impl Raw {
             14 => Packet::Disconnect(body.first().copied().unwrap_or(0)),
             _ => Packet::Other(first, body),
         };
-        Some(packet)
+        packet
     }
 
     /// The next packet (bounded); the broker closing fails the test.

@@ -1,0 +1,67 @@
+//! What a broker must refuse or always answer: wildcard characters in a topic name
+//! (MQTT-3.3.2-2) and UNSUBSCRIBE of any filter, subscribed or not (MQTT-3.10.4-4/5).
+
+use super::target::{both, Target};
+use crate::common::*;
+
+/// PUBLISH to `wc/+`, `wc/#` or `wc/+/x` (retained, QoS 1) closes that connection (MQTT 5:
+/// DISCONNECT with 0x90 or 0x82, or a PUBACK refusing it); nothing is delivered or retained.
+async fn wildcard_topic_names_are_refused(t: &Target) {
+    let addr = t.addr();
+    let mut watcher = Raw::v5(addr, "wildcard-watcher").await;
+    watcher.subscribe("wc/#", 1).await;
+    for version in [4, 5] {
+        for topic in ["wc/+", "wc/#", "wc/+/x"] {
+            let mut client = Raw::open(addr, &Connect::new(version, "wildcard-pub"))
+                .await
+                .0;
+            let mut message = Message::new(topic, b"wild", 1);
+            message.retain = true;
+            message.id = 1;
+            client.send(&message.encode(version)).await;
+            let (reason, _) = client.closed().await;
+            assert!(
+                matches!(reason, None | Some(0x90) | Some(0x82) | Some(0x81)),
+                "v{version} {topic}: closed, got DISCONNECT {reason:?}"
+            );
+        }
+    }
+    watcher.publish1("wc/marker", b"marker").await;
+    let delivered = watcher.until_marker(b"marker").await;
+    assert!(delivered.is_empty(), "nothing delivered: {delivered:?}");
+    let mut late = Raw::v4(addr, "wildcard-late").await;
+    late.subscribe("wc/#", 1).await;
+    watcher.publish1("wc/marker", b"marker").await;
+    let retained = late.until_marker(b"marker").await;
+    assert!(retained.is_empty(), "nothing retained: {retained:?}");
+}
+both!(wildcard_topic_names_are_refused);
+
+/// UNSUBACK comes for a filter never subscribed; MQTT 5 says 0x11 "no subscription existed"
+/// for it and 0x00 for one that was.
+async fn unsuback_always(t: &Target) {
+    let addr = t.addr();
+    let mut v4 = Raw::v4(addr, "unsub-v4").await;
+    assert!(v4.unsubscribe(&["never/subscribed"]).await.is_empty());
+    v4.subscribe("unsub/t", 1).await;
+    assert!(v4
+        .unsubscribe(&["unsub/t", "never/subscribed"])
+        .await
+        .is_empty());
+
+    let mut v5 = Raw::v5(addr, "unsub-v5").await;
+    assert_eq!(v5.unsubscribe(&["never/subscribed"]).await, [0x11]);
+    v5.subscribe("unsub/t", 1).await;
+    assert_eq!(
+        v5.unsubscribe(&["unsub/t", "never/subscribed"]).await,
+        [0x00, 0x11]
+    );
+
+    // The subscription is really gone.
+    let mut publisher = Raw::v4(addr, "unsub-pub").await;
+    v5.subscribe("unsub/marker", 1).await;
+    publisher.publish1("unsub/t", b"after").await;
+    publisher.publish1("unsub/marker", b"marker").await;
+    assert!(v5.until_marker(b"marker").await.is_empty());
+}
+both!(unsuback_always);
