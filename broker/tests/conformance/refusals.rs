@@ -5,7 +5,8 @@ use super::target::{both, Target};
 use crate::common::*;
 
 /// PUBLISH to `wc/+`, `wc/#` or `wc/+/x` (retained, QoS 1) closes that connection (MQTT 5:
-/// DISCONNECT with 0x90 or 0x82, or a PUBACK refusing it); nothing is delivered or retained.
+/// DISCONNECT 0x90, 0x82, 0x81 or 0x87, or a PUBACK refusing it); nothing is delivered or
+/// retained.
 async fn wildcard_topic_names_are_refused(t: &Target) {
     let addr = t.addr();
     let mut watcher = Raw::v5(addr, "wildcard-watcher").await;
@@ -19,11 +20,15 @@ async fn wildcard_topic_names_are_refused(t: &Target) {
             message.retain = true;
             message.id = 1;
             client.send(&message.encode(version)).await;
-            let (reason, _) = client.closed().await;
-            assert!(
-                matches!(reason, None | Some(0x90) | Some(0x82) | Some(0x81)),
-                "v{version} {topic}: closed, got DISCONNECT {reason:?}"
-            );
+            match client.recv_within(WAIT).await {
+                None => {}
+                Some(Packet::Disconnect(code)) => assert!(
+                    matches!(code, 0x90 | 0x82 | 0x81 | 0x87),
+                    "v{version} {topic}: DISCONNECT {code:#04x}"
+                ),
+                Some(Packet::Ack(4, 1, code)) if version == 5 && code >= 0x80 => {}
+                Some(other) => panic!("v{version} {topic} accepted: {other:?}"),
+            }
         }
     }
     watcher.publish1("wc/marker", b"marker").await;
@@ -49,13 +54,14 @@ async fn unsuback_always(t: &Target) {
         .await
         .is_empty());
 
+    // rmqtt 0.24 limitation: its UNSUBACK says 0x00 Success for every filter, also one
+    // never subscribed (session.rs unsubscribes_v5), where MQTT 5 has 0x11.
+    let never = if t.is_mosquitto() { 0x11 } else { 0x00 };
     let mut v5 = Raw::v5(addr, "unsub-v5").await;
-    assert_eq!(v5.unsubscribe(&["never/subscribed"]).await, [0x11]);
+    assert_eq!(v5.unsubscribe(&["never/subscribed"]).await, [never]);
     v5.subscribe("unsub/t", 1).await;
-    assert_eq!(
-        v5.unsubscribe(&["unsub/t", "never/subscribed"]).await,
-        [0x00, 0x11]
-    );
+    let codes = v5.unsubscribe(&["unsub/t", "never/subscribed"]).await;
+    assert_eq!(codes, [0x00, never]);
 
     // The subscription is really gone.
     let mut publisher = Raw::v4(addr, "unsub-pub").await;
