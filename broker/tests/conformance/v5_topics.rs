@@ -67,46 +67,53 @@ async fn topic_aliases_from_the_client(t: &Target) {
 both!(topic_aliases_from_the_client);
 
 /// Messages to a client that allows 2 aliases resolve to the topics published, with aliases
-/// in 1..=2 (MQTT-3.3.2-10/11); a client allowing none gets no alias (MQTT-3.3.2-9).
+/// in 1..=2 (MQTT-3.3.2-10/11); a client allowing none gets no alias (MQTT-3.3.2-9). From
+/// publishers of both versions.
 async fn topic_aliases_to_the_client(t: &Target) {
     let addr = t.addr();
-    let mut connect = Connect::new(5, "alias-receiver");
-    connect.props = Props::new().u16(prop::TOPIC_ALIAS_MAXIMUM, 2);
-    let mut receiver = Raw::open(addr, &connect).await.0;
-    receiver.subscribe("aw/+", 1).await;
-    let mut plain = Raw::v5(addr, "alias-none").await;
-    plain.subscribe("aw/+", 1).await;
-    let mut publisher = Raw::v4(addr, "alias-publisher").await;
-    let sent: Vec<String> = [0, 1, 0, 2, 1, 0, 3, 2, 2, 0]
-        .iter()
-        .map(|i| format!("aw/{i}"))
-        .collect();
-    for topic in &sent {
-        publisher.publish1(topic, topic.as_bytes()).await;
-    }
-    let mut aliases: HashMap<u32, String> = HashMap::new();
-    for topic in &sent {
-        let m = receiver.next().await;
-        let resolved = match m.props.int(prop::TOPIC_ALIAS) {
-            Some(alias) => {
-                assert!(
-                    (1..=2).contains(&alias),
-                    "alias {alias} within the client's maximum"
-                );
-                if !m.topic.is_empty() {
-                    aliases.insert(alias, m.topic.clone());
+    for pub_version in [5, 4] {
+        let id = format!("alias-receiver-{pub_version}");
+        let mut connect = Connect::new(5, &id);
+        connect.props = Props::new().u16(prop::TOPIC_ALIAS_MAXIMUM, 2);
+        let mut receiver = Raw::open(addr, &connect).await.0;
+        receiver.subscribe("aw/+", 1).await;
+        let mut plain = Raw::v5(addr, "alias-none").await;
+        plain.subscribe("aw/+", 1).await;
+        let mut publisher = Raw::open(addr, &Connect::new(pub_version, "alias-pub"))
+            .await
+            .0;
+        let sent: Vec<String> = [0, 1, 0, 2, 1, 0, 3, 2, 2, 0]
+            .iter()
+            .map(|i| format!("aw/{i}"))
+            .collect();
+        for topic in &sent {
+            publisher.publish1(topic, topic.as_bytes()).await;
+        }
+        let mut aliases: HashMap<u32, String> = HashMap::new();
+        for topic in &sent {
+            let m = receiver.next().await;
+            let resolved = match m.props.int(prop::TOPIC_ALIAS) {
+                Some(alias) => {
+                    assert!((1..=2).contains(&alias), "alias {alias} within the maximum");
+                    if !m.topic.is_empty() {
+                        aliases.insert(alias, m.topic.clone());
+                    }
+                    aliases.get(&alias).cloned().expect("alias set before use")
                 }
-                aliases.get(&alias).cloned().expect("alias set before use")
-            }
-            None => m.topic.clone(),
-        };
-        assert_eq!(
-            (&resolved, m.payload.as_slice()),
-            (topic, topic.as_bytes()),
-            "{m:?}"
-        );
-        let m = plain.next().await;
-        assert_eq!((&m.topic, m.props.int(prop::TOPIC_ALIAS)), (topic, None));
+                None => m.topic.clone(),
+            };
+            let context = format!("from a v{pub_version} publisher: {m:?}");
+            assert_eq!(
+                (&resolved, m.payload.as_slice()),
+                (topic, topic.as_bytes()),
+                "{context}"
+            );
+            let m = plain.next().await;
+            assert_eq!((&m.topic, m.props.int(prop::TOPIC_ALIAS)), (topic, None));
+        }
+        for client in [receiver, plain, publisher] {
+            client.disconnect().await;
+        }
     }
 }
 both!(topic_aliases_to_the_client);
