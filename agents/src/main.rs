@@ -46,7 +46,7 @@ mod serve;
 use serve::{print_http, run_web};
 
 /// mimalloc instead of glibc's malloc: the pipeline allocates and frees a buffer or two per
-/// message in rumqttd, rumqttc and our agents, and glibc's malloc/free took ~15 % of the CPU
+/// message in the broker, rumqttc and our agents, and glibc's malloc/free took ~15 % of the CPU
 /// in `perf` profiles of `wattchain bench pipeline`. Built without transparent huge pages
 /// (`no_thp`): with them an idle averager held 17 MB instead of 9 MB.
 #[global_allocator]
@@ -89,9 +89,14 @@ impl UpArgs {
 fn init_logging() {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // rumqttd logs ordinary client disconnects as errors: quiet unless asked for
-        // (RUST_LOG=info,rumqttd=info shows them).
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
+        // The embedded rmqtt logs every connect and ordinary disconnect at info: warnings
+        // only unless asked for (RUST_LOG=info,rmqtt=info shows them). Its records arrive
+        // through tracing-subscriber's `log` bridge, under the targets `rmqtt*`.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,rmqtt=warn,rmqtt_net=warn,rmqtt_retainer=warn,rmqtt_shared_subscription=warn",
+            )
+        });
     // Colour only for a person at a terminal: a log file or a pipe gets plain text, and
     // NO_COLOR (set and not empty, https://no-color.org) turns colour off everywhere.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());

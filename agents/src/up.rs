@@ -26,6 +26,9 @@ use crate::sim::{ChurnSpec, SimConfig, Simulator};
 use crate::topics::Topics;
 use crate::web::{self, HttpSettings, WebSources};
 
+/// How often the embedded broker's counters are copied into the metrics registry.
+const BROKER_METRICS_PERIOD: Duration = Duration::from_secs(1);
+
 /// Everything `wattchain up` can be told.
 #[derive(Debug, Clone)]
 pub struct UpConfig {
@@ -270,9 +273,15 @@ pub async fn run(
     info!(broker = %broker.url(), "wattchain is up");
 
     let mut failure = None;
+    // The embedded broker's counters reach /metrics through this tick (only with --http).
+    let mut metrics_tick = tokio::time::interval(BROKER_METRICS_PERIOD);
+    metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             Some(block) = report_rx.recv() => { let _ = events.send(UpEvent::Block(block)); }
+            _ = metrics_tick.tick(), if http_addr.is_some() => {
+                crate::metrics::record_broker(&(&broker.stats().await).into());
+            }
             done = tasks.join_next() => match done {
                 None => break,
                 Some(Ok(Ok(()))) => {}

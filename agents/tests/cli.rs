@@ -413,7 +413,7 @@ fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
         let inner = format!("timeout 20 {exe} averager --broker {nobody}");
         let mut cmd = Command::new("script");
         cmd.args(["-qfec", &inner, "/dev/null"])
-            .env("RUST_LOG", "warn,rumqttd=off")
+            .env("RUST_LOG", "warn")
             .env_remove("NO_COLOR");
         if let Some(v) = no_color {
             cmd.env("NO_COLOR", v);

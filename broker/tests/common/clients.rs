@@ -32,7 +32,7 @@ enum Either {
 impl TestClient {
     /// Connects an MQTT 3.1.1 client with id `id`.
     pub async fn v4(addr: SocketAddr, id: &str) -> TestClient {
-        use rumqttc::{Event, Packet};
+        use rumqttc::{Event, Outgoing, Packet};
         let mut options = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(4 << 20, 4 << 20);
@@ -53,6 +53,9 @@ impl TestClient {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         Seen::Publish(p.topic.clone(), p.payload.to_vec())
                     }
+                    // MQTT leaves closing after a DISCONNECT to the client (the broker only
+                    // SHOULD close): end the event loop, which closes the socket.
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => continue,
                     Err(_) => return,
                 };
@@ -73,6 +76,7 @@ impl TestClient {
     pub async fn v5(addr: SocketAddr, id: &str) -> TestClient {
         use rumqttc::v5::mqttbytes::v5::Packet;
         use rumqttc::v5::Event;
+        use rumqttc::Outgoing;
         let mut options = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(Some(4 << 20));
@@ -94,6 +98,7 @@ impl TestClient {
                         String::from_utf8_lossy(&p.topic).into_owned(),
                         p.payload.to_vec(),
                     ),
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => continue,
                     Err(_) => return,
                 };
@@ -202,7 +207,7 @@ impl TestClient {
 }
 
 /// Proves the broker still serves: a fresh v4 subscriber gets a message from a fresh v5
-/// publisher through the front door.
+/// publisher.
 pub async fn assert_broker_serves(addr: SocketAddr, tag: &str) {
     let mut sub = TestClient::v4(addr, &format!("probe-sub-{tag}")).await;
     let topic = format!("probe/{tag}");
