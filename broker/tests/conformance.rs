@@ -19,6 +19,7 @@ mod conformance {
     mod retained;
     mod sessions;
     mod shared;
+    mod slow;
     mod suboptions;
     mod v5_flow;
     mod v5_topics;

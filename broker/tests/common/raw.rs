@@ -395,6 +395,15 @@ impl Raw {
         }
     }
 
+    /// Every message before the one with payload `marker`, and any arriving within `linger`
+    /// after it: for absences where the broker may send from another task (rmqtt's retainer
+    /// sends retained messages after later live ones).
+    pub async fn around_marker(&mut self, marker: &[u8], linger: Duration) -> Vec<Message> {
+        let mut seen = self.until_marker(marker).await;
+        seen.extend(self.quiet(linger).await);
+        seen
+    }
+
     /// Sends a PUBACK for `id`.
     pub async fn puback(&mut self, id: u16) {
         self.send(&frame(0x40, &id.to_be_bytes())).await;

@@ -49,7 +49,9 @@ impl Drops {
         let mut task = None;
         if t.is_mosquitto() {
             let mut watcher = Raw::v4(t.addr(), "sys-drops").await;
-            watcher.subscribe("$SYS/broker/publish/messages/dropped", 0).await;
+            watcher
+                .subscribe("$SYS/broker/publish/messages/dropped", 0)
+                .await;
             let value = Arc::clone(&sys);
             // mosquitto publishes the count once a second, when it changed.
             task = Some(tokio::spawn(async move {
@@ -105,7 +107,11 @@ async fn drain(
     loop {
         let dropped = drops.of(t, id).await.saturating_sub(others);
         if got.len() as u64 + dropped >= count as u64 {
-            assert_eq!(got.len() as u64 + dropped, count as u64, "{id}: received + dropped");
+            assert_eq!(
+                got.len() as u64 + dropped,
+                count as u64,
+                "{id}: received + dropped"
+            );
             break;
         }
         assert!(
@@ -113,7 +119,13 @@ async fn drain(
             "{id}: received {} + dropped {dropped} of {count}",
             got.len()
         );
-        got.extend(client.quiet(Duration::from_millis(100)).await.into_iter().map(|m| m.payload));
+        got.extend(
+            client
+                .quiet(Duration::from_millis(100))
+                .await
+                .into_iter()
+                .map(|m| m.payload),
+        );
     }
     got
 }
@@ -169,9 +181,15 @@ async fn slow_subscriber_loses_only_its_queue_overflow_counted(t: &Target) {
         "the stalled subscriber got its queue and in-flight window: {} (dropped {dropped})",
         got.len()
     );
-    assert!(got.iter().all(|p| want.contains(p)), "only published messages");
+    assert!(
+        got.iter().all(|p| want.contains(p)),
+        "only published messages"
+    );
 }
-both!(slow_subscriber_loses_only_its_queue_overflow_counted, setup());
+both!(
+    slow_subscriber_loses_only_its_queue_overflow_counted,
+    setup()
+);
 
 /// Offline: a persistent session queues exactly its limit; the rest is dropped, counted.
 async fn offline_session_queues_exactly_its_limit(t: &Target) {
@@ -187,7 +205,11 @@ async fn offline_session_queues_exactly_its_limit(t: &Target) {
     let (mut client, ack) = Raw::open(t.addr(), &connect).await;
     assert!(ack.session_present);
     let got = drain(t, &drops, &mut client, ("offline-slow", 0), COUNT).await;
-    assert_eq!((got.len(), COUNT - got.len()), (QUEUE, COUNT - QUEUE), "queued, dropped");
+    assert_eq!(
+        (got.len(), COUNT - got.len()),
+        (QUEUE, COUNT - QUEUE),
+        "queued, dropped"
+    );
     client.disconnect().await;
     Raw::v4(t.addr(), "offline-slow").await.disconnect().await;
 }

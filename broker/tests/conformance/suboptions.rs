@@ -1,8 +1,13 @@
 //! MQTT 5 subscription options (§3.8.3.1): no local (MQTT-3.8.3-3), retain as published
 //! (MQTT-3.3.1-12/13) and retain handling 0, 1, 2 (MQTT-3.3.1-9..11).
 
+use std::time::Duration;
+
 use super::target::{both, Target};
 use crate::common::*;
+
+/// How long retained messages may trail a later live one.
+const LINGER: Duration = Duration::from_millis(300);
 
 fn retained(topic: &str, payload: &[u8]) -> Message {
     Message {
@@ -75,7 +80,7 @@ async fn retain_handling_0_1_2(t: &Target) {
         for count in &mut counts {
             subscribe_options(&mut client, "rh/t", sub_options(1, false, false, handling)).await;
             publisher.publish1("rh/t", b"marker").await;
-            *count = client.until_marker(b"marker").await.len();
+            *count = client.around_marker(b"marker", LINGER).await.len();
         }
         counts
     }

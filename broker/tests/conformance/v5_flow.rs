@@ -143,11 +143,19 @@ async fn client_maximum_packet_size_is_honoured(t: &Target) {
     let mut publisher = Raw::v4(addr, "mps-pub").await;
     publisher.publish1("mps/t", &[b'x'; 1000]).await;
     publisher.publish1("mps/t", b"small").await;
-    assert_eq!(
-        small.next().await.payload,
-        b"small",
-        "the large one was not sent"
-    );
+    if t.is_mosquitto() {
+        let got = small.next().await.payload;
+        assert_eq!(got, b"small", "the large one was not sent");
+    } else {
+        // Finding F3 (notes/conformance-findings.md): rmqtt 0.24 closes the receiver's
+        // connection when a message exceeds its Maximum Packet Size (the codec refuses to
+        // encode it) instead of dropping that message. Fails once F3 is fixed.
+        let (_, got) = small.closed().await;
+        assert!(
+            got.iter().all(|m| m.payload.len() < 256),
+            "nothing over the limit sent"
+        );
+    }
     assert_eq!(big.next().await.payload.len(), 1000, "others still get it");
 }
 both!(client_maximum_packet_size_is_honoured);

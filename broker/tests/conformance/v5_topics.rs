@@ -90,8 +90,17 @@ async fn topic_aliases_to_the_client(t: &Target) {
             publisher.publish1(topic, topic.as_bytes()).await;
         }
         let mut aliases: HashMap<u32, String> = HashMap::new();
+        // Finding F1 (notes/conformance-findings.md): for a 3.1.1 publisher's message, rmqtt
+        // 0.24 re-sends a topic it has aliased with an empty topic and no alias at all.
+        let rmqtt_bug = !t.is_mosquitto() && pub_version == 4;
+        let mut unresolvable = 0;
         for topic in &sent {
             let m = receiver.next().await;
+            if rmqtt_bug && m.topic.is_empty() && m.props.int(prop::TOPIC_ALIAS).is_none() {
+                unresolvable += 1;
+                plain.next().await;
+                continue;
+            }
             let resolved = match m.props.int(prop::TOPIC_ALIAS) {
                 Some(alias) => {
                     assert!((1..=2).contains(&alias), "alias {alias} within the maximum");
@@ -110,6 +119,10 @@ async fn topic_aliases_to_the_client(t: &Target) {
             );
             let m = plain.next().await;
             assert_eq!((&m.topic, m.props.int(prop::TOPIC_ALIAS)), (topic, None));
+        }
+        if rmqtt_bug {
+            // Fails once F1 is fixed: then remove `rmqtt_bug`.
+            assert!(unresolvable > 0, "F1 fixed? every message resolved");
         }
         for client in [receiver, plain, publisher] {
             client.disconnect().await;
@@ -153,8 +166,15 @@ async fn message_expiry_interval(t: &Target) {
 
     let (mut client, ack) = Raw::open(addr, &connect).await;
     assert!(ack.session_present);
+    // The queued messages first (rmqtt may send a live message published now before them),
+    // then a marker, and nothing else.
+    let mut queued = vec![client.next().await, client.next().await];
     publisher.publish1("exp/q", b"marker").await;
-    let queued = client.until_marker(b"marker").await;
+    queued.extend(
+        client
+            .around_marker(b"marker", Duration::from_millis(300))
+            .await,
+    );
     let got: Vec<(&[u8], Option<u32>)> = queued
         .iter()
         .map(|m| (m.payload.as_slice(), m.props.int(prop::MESSAGE_EXPIRY)))
@@ -169,15 +189,44 @@ async fn message_expiry_interval(t: &Target) {
     // that must come, then a marker, and check the expired one never came.
     let mut sub = Raw::v5(addr, "expiry-retained").await;
     sub.subscribe("exp/r/#", 1).await;
-    let long = sub.next().await;
+    let first = sub.next().await;
+    let long = if t.is_mosquitto() {
+        first
+    } else {
+        // Finding F5 (notes/conformance-findings.md): rmqtt-retainer, configured to keep
+        // retained messages without an expiry, ignores every retained message's own expiry.
+        // Fails once F5 is fixed: then remove this branch.
+        let second = sub.next().await;
+        let (long, expired) = if first.topic == "exp/r/long" {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        assert_eq!(
+            expired.topic, "exp/r/short",
+            "rmqtt still delivers the expired one"
+        );
+        long
+    };
     assert_eq!(long.topic, "exp/r/long", "the unexpired retained message");
     let left = long
         .props
         .int(prop::MESSAGE_EXPIRY)
         .expect("expiry forwarded");
-    assert!(left <= 58, "retained expiry reduced: {left}");
+    if t.is_mosquitto() {
+        assert!(
+            left <= 58,
+            "retained expiry reduced by the 2.5 s waited: {left}"
+        );
+    } else {
+        // Finding F5 too: rmqtt forwards a retained message's expiry barely reduced (59 or
+        // 60 after 2.5 s; MQTT-3.3.2-6 wants the time waited taken off).
+        assert!(left <= 60, "rmqtt: retained expiry {left}");
+    }
     publisher.publish1("exp/r/marker", b"marker").await;
-    let more = sub.until_marker(b"marker").await;
+    let more = sub
+        .around_marker(b"marker", Duration::from_millis(300))
+        .await;
     assert!(more.is_empty(), "expired retained message gone: {more:?}");
     Raw::v5(addr, "expiry-offline").await.disconnect().await;
 }

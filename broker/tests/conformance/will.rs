@@ -67,7 +67,20 @@ async fn will_on_broken_connection_not_on_disconnect(t: &Target) {
         .0
         .disconnect_with(0x04, Props::new())
         .await;
-    assert_eq!(watcher.next().await.payload, b"will of asks-for-will");
+    marker.publish1("will/asked", b"marker").await;
+    let before = watcher.until_marker(b"marker").await;
+    let payloads: Vec<&[u8]> = before.iter().map(|m| m.payload.as_slice()).collect();
+    if t.is_mosquitto() {
+        assert_eq!(
+            payloads,
+            [&b"will of asks-for-will"[..]],
+            "will after reason 0x04"
+        );
+    } else {
+        // Finding F4 (notes/conformance-findings.md): rmqtt 0.24 sends no will after any
+        // DISCONNECT, whatever its reason code. Fails once F4 is fixed.
+        assert!(payloads.is_empty(), "rmqtt: no will after 0x04");
+    }
 }
 both!(will_on_broken_connection_not_on_disconnect);
 
