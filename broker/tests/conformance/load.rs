@@ -43,6 +43,40 @@ async fn ten_thousand_sequential_connects(t: &Target) {
 }
 both!(ignored ten_thousand_sequential_connects);
 
+/// One client id, 200 connect/DISCONNECT cycles back to back, alternating versions: every
+/// CONNECT accepted (a closed session's id is free again at once).
+async fn same_id_reconnects_at_once(t: &Target) {
+    let addr = t.addr();
+    let mut refused = Vec::new();
+    for i in 0..200 {
+        let version = if i % 2 == 0 { 4 } else { 5 };
+        let (client, ack) = Raw::connect(addr, &Connect::new(version, "same-id")).await;
+        if ack.code != 0 {
+            refused.push((i, ack.code));
+        }
+        client.disconnect().await;
+    }
+    if t.is_mosquitto() {
+        assert!(
+            refused.is_empty(),
+            "{} of 200 refused: {refused:?}",
+            refused.len()
+        );
+    } else {
+        // Finding F6 (notes/conformance-findings.md): rmqtt 0.24 refuses some of these with
+        // "server unavailable" (3.1.1: 3, MQTT 5: 0x88), 12 of 200 in one run, while the
+        // previous session of the id is still being closed; a retry is accepted. Bounded
+        // here so that a regression shows; fails never once F6 is fixed — then assert zero.
+        assert!(
+            refused.len() < 40 && refused.iter().all(|(_, code)| matches!(code, 3 | 0x88)),
+            "{} of 200 refused: {refused:?}",
+            refused.len()
+        );
+    }
+    serves_both(addr, false).await;
+}
+both!(same_id_reconnects_at_once);
+
 /// A rumqttc subscriber that keeps up gets every one of `count` QoS 1 messages from a rumqttc
 /// publisher, each once.
 async fn keeping_up(t: &Target, count: usize) {

