@@ -14,7 +14,10 @@ use rmqtt::server::MqttServer;
 use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::hooks::{AccessHook, CountingHook, ACCESS_HOOKS, COUNTING_HOOKS};
+use crate::hooks::{
+    AccessHook, CountingHook, PublishHook, ACCESS_HOOKS, COUNTING_HOOKS, PUBLISH_HOOKS,
+    PUBLISH_HOOK_PRIORITY,
+};
 use crate::stats::Counters;
 
 /// The plugin names rmqtt registers its two plugins under (their crates' names).
@@ -112,6 +115,11 @@ async fn register_hooks(
     counters: Arc<Counters>,
 ) {
     let register = scx.extends.hook_mgr().register();
+    for typ in PUBLISH_HOOKS {
+        register
+            .add_priority(typ, PUBLISH_HOOK_PRIORITY, Box::new(PublishHook))
+            .await;
+    }
     if let Some(auth) = auth {
         for typ in ACCESS_HOOKS {
             let hook = AccessHook {

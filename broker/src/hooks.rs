@@ -23,6 +23,12 @@ pub(crate) const ACCESS_HOOKS: [Type; 3] = [
     Type::ClientSubscribeCheckAcl,
 ];
 
+/// Every hook type [`PublishHook`] answers.
+pub(crate) const PUBLISH_HOOKS: [Type; 2] = [Type::MessagePublishCheckAcl, Type::MessagePublish];
+
+/// Runs before [`AccessHook`]: a malformed topic is refused whoever sends it.
+pub(crate) const PUBLISH_HOOK_PRIORITY: u32 = 10;
+
 /// Every hook type [`CountingHook`] observes.
 pub(crate) const COUNTING_HOOKS: [Type; 3] = [
     Type::MessagePublish,
@@ -105,6 +111,42 @@ impl Handler for AccessHook {
                 warn!(client = %session.id.client_id, filter = %subscribe.topic_filter, "subscribe refused by permissions");
                 let refusal = SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized);
                 (false, Some(HookResult::SubscribeAclResult(refusal)))
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// What every broker must do with a PUBLISH that rmqtt 0.24 does not, users or not.
+pub(crate) struct PublishHook;
+
+#[async_trait]
+impl Handler for PublishHook {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            // MQTT-3.3.2-2: a topic name has no wildcards. rmqtt accepts (and retains) them.
+            Parameter::MessagePublishCheckAcl(session, publish)
+                if publish.topic.contains(['+', '#']) =>
+            {
+                warn!(client = %session.id.client_id, topic = %publish.topic, "publish to a wildcard topic name refused; connection closed");
+                let refusal =
+                    PublishAclResult::rejected(true, Some("wildcard in a topic name".into()));
+                (false, Some(HookResult::PublishAclResult(refusal)))
+            }
+            // rmqtt writes an outgoing topic alias into the properties only when there are
+            // some: an MQTT 3.1.1 publisher's message reached an MQTT 5 subscriber a second
+            // time with an empty topic and no alias. Give every message properties, once, here.
+            Parameter::MessagePublish(_, _, publish) => {
+                let current = match &acc {
+                    Some(HookResult::Publish(modified)) => modified,
+                    _ => *publish,
+                };
+                if current.properties.is_some() {
+                    return (true, acc);
+                }
+                let mut with_properties = current.clone();
+                with_properties.properties = Some(Default::default());
+                (true, Some(HookResult::Publish(with_properties)))
             }
             _ => (true, acc),
         }

@@ -264,3 +264,27 @@ async fn a_second_connection_with_the_same_id_takes_over_and_the_first_is_closed
     raw_round_trip_v4(&mut second, "twin/echo").await;
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_publish_to_a_wildcard_topic_name_closes_the_connection_and_is_never_retained() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    for topic in ["wc/+", "wc/#"] {
+        let (code, mut sender) =
+            raw_connack(addr, &connect_packet(4, "wildcard-sender", None)).await;
+        assert_eq!(code, 0);
+        // A retained QoS 0 PUBLISH (0x31) to a topic name with a wildcard.
+        let mut packet = publish_packet_v4(topic, b"not a topic");
+        packet[0] = 0x31;
+        sender.write_all(&packet).await.expect("PUBLISH");
+        assert!(
+            read_to_close(&mut sender).await.is_empty(),
+            "{topic}: closed without a reply"
+        );
+    }
+    let stats = broker.stats().await;
+    assert_eq!(stats.retained, 0, "nothing retained");
+    assert_eq!(stats.messages_dropped, 2, "both refusals counted");
+    assert_broker_serves(addr, "after-wildcards").await;
+    broker.shutdown().await;
+}
