@@ -45,25 +45,20 @@ async fn wildcard_topic_names_are_refused(t: &Target) {
     let linger = Duration::from_millis(300);
     let retained = late.around_marker(b"marker", linger).await;
     let topics = |ms: &[Message]| -> Vec<String> { ms.iter().map(|m| m.topic.clone()).collect() };
-    if t.is_mosquitto() {
-        assert!(
-            accepted.is_empty(),
-            "wildcard topic names accepted: {accepted:?}"
-        );
-        assert!(delivered.is_empty(), "nothing delivered: {delivered:?}");
-        assert!(retained.is_empty(), "nothing retained: {retained:?}");
-    } else {
-        // Finding F2 (notes/conformance-findings.md): rmqtt 0.24 does not check topic names
-        // for wildcards; it acknowledges, delivers and even retains them. The publish ACL
-        // hook can refuse them: then this branch fails, and the assertions above hold.
-        assert_eq!(accepted.len(), 6, "rmqtt accepts all: {accepted:?}");
-        assert!(
-            !delivered.is_empty(),
-            "and delivers them: {:?}",
-            topics(&delivered)
-        );
-        assert!(!retained.is_empty(), "and retains: {:?}", topics(&retained));
-    }
+    assert!(
+        accepted.is_empty(),
+        "wildcard topic names accepted: {accepted:?}"
+    );
+    assert!(
+        delivered.is_empty(),
+        "nothing delivered: {:?}",
+        topics(&delivered)
+    );
+    assert!(
+        retained.is_empty(),
+        "nothing retained: {:?}",
+        topics(&retained)
+    );
 }
 both!(wildcard_topic_names_are_refused);
 
