@@ -251,7 +251,7 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                 } => {
                     let port = broker.rsplit(':').next().unwrap_or("1883").to_string();
                     out!("wattchain is up.");
-                    out!("  broker     {broker}  (MQTT 3.1.1 and 5)");
+                    out!("  broker     {broker}  (MQTT 3.1, 3.1.1 and 5)");
                     out!("  simulator  modbus://{modbus}");
                     out!("  genesis    {}  (chain id {chain_id})", genesis.display());
                     out!("  nodes      {}", nodes.join(", "));
@@ -325,7 +325,7 @@ async fn run_broker(args: BrokerArgs) -> Result<ExitCode> {
     let shutdown = shutdown_on_signals();
     let broker = wattchain_broker::start(config).await?;
     out!(
-        "wattchain broker ready on {} (MQTT 3.1.1 and 5)",
+        "wattchain broker ready on {} (MQTT 3.1, 3.1.1 and 5)",
         broker.local_addr()
     );
     shutdown.cancelled().await;
