@@ -6,12 +6,16 @@
 //! clear message at start instead of a panic (a zero poll period used to panic in tokio's
 //! `interval`) or a silent misbehaviour later. Keys are named as the command-line flags.
 
+pub mod file;
+pub mod render;
+
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::topics::TopicError;
+pub use file::{FileError, WattchainConfig};
 
 /// The longest duration any setting accepts: beyond it `Instant + duration` can overflow (and
 /// no poll period, deadline or timeout of this system means anything at that scale).
