@@ -136,11 +136,17 @@ fn a_flag_overrides_the_file_and_the_file_overrides_the_default() {
             "--window",
             "8",
         ])
+        .arg("--data-dir")
+        .arg(dir.path().join("cabinet"))
         .arg("--config")
         .arg(&bad)
         .output()
         .unwrap();
     assert!(!text(&out).contains("--window"), "{}", text(&out));
+    assert!(
+        !dir.path().join("cabinet").exists(),
+        "refused before its data directory is written"
+    );
     assert!(
         text(&out).contains("genesis"),
         "next check, the genesis: {}",
