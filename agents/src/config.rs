@@ -5,6 +5,10 @@
 //! Validation happens before a connection is opened or a file is written, so a bad value is a
 //! clear message at start instead of a panic (a zero poll period used to panic in tokio's
 //! `interval`) or a silent misbehaviour later. Keys are named as the command-line flags.
+//!
+//! - [`file`]: `wattchain.toml`, one section per agent, every default, errors with the key's
+//!   path and line.
+//! - [`render`]: the commented file `wattchain generate-config` prints.
 
 pub mod file;
 pub mod render;

@@ -274,6 +274,8 @@ async fn run_up(file: &WattchainConfig) -> Result<ExitCode> {
             match event {
                 UpEvent::Started {
                     broker,
+                    ws,
+                    tls,
                     modbus,
                     chain,
                     genesis,
@@ -284,6 +286,12 @@ async fn run_up(file: &WattchainConfig) -> Result<ExitCode> {
                     let port = broker.rsplit(':').next().unwrap_or("1883").to_string();
                     out!("wattchain is up.");
                     out!("  broker     {broker}  (MQTT 3.1.1 and 5)");
+                    if let Some(addr) = ws {
+                        out!("             ws://{addr}/  (MQTT over WebSocket)");
+                    }
+                    if let Some(addr) = tls {
+                        out!("             mqtts://{addr}  (TLS)");
+                    }
                     out!("  simulator  modbus://{modbus}");
                     out!("  genesis    {}  (chain id {chain_id})", genesis.display());
                     out!("  nodes      {}", nodes.join(", "));

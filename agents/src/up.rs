@@ -145,6 +145,10 @@ pub enum UpEvent {
     Started {
         /// The broker's URL.
         broker: String,
+        /// The broker's MQTT-over-WebSocket and TLS addresses, when `[broker]` has them.
+        ws: Option<SocketAddr>,
+        /// See `ws`.
+        tls: Option<SocketAddr>,
         /// The simulator's Modbus address.
         modbus: SocketAddr,
         /// The first node's chain file.
@@ -298,6 +302,8 @@ pub async fn run(
 
     let _ = events.send(UpEvent::Started {
         broker: broker.url(),
+        ws: broker.ws_local_addr(),
+        tls: broker.tls_local_addr(),
         modbus,
         chain,
         genesis: genesis_path,

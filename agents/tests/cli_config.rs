@@ -324,6 +324,8 @@ fn up_runs_its_agents_and_broker_from_the_file_with_a_websocket_listener() {
             .arg(&file)
             .args(["--nodes", "3"]),
     );
+    let line = up.line("the WebSocket line", |l| l.contains("ws://"));
+    assert!(line.contains(&format!("ws://127.0.0.1:{ws}/")), "{line}");
     let nodes = up.line("the nodes line", |l| l.trim_start().starts_with("nodes"));
     assert!(
         nodes.contains("node-1, node-2, node-3"),
