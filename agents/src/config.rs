@@ -8,10 +8,12 @@
 //!
 //! - [`file`]: `wattchain.toml`, one section per agent, every default, errors with the key's
 //!   path and line.
+//! - [`sections`]: the sections, their defaults and the library configurations they make.
 //! - [`render`]: the commented file `wattchain generate-config` prints.
 
 pub mod file;
 pub mod render;
+pub mod sections;
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
