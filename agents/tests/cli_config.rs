@@ -347,3 +347,37 @@ fn up_runs_its_agents_and_broker_from_the_file_with_a_websocket_listener() {
     assert!(up.terminate().success());
     assert!(data.join("node-3").join("chain.jsonl").exists());
 }
+
+#[test]
+fn up_logs_its_agents_in_with_the_bus_credentials_when_its_broker_has_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = wattchain_broker::hash_password("pipeline-secret").unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let file = write(
+        dir.path(),
+        "wattchain.toml",
+        &format!(
+            "[bus]\nusername = \"pipeline\"\npassword = \"pipeline-secret\"\n\n\
+             [broker]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [[broker.users]]\nusername = \"pipeline\"\npassword_hash = \"{hash}\"\n\
+             publish = [\"#\"]\n\n\
+             [cabinet]\nperiod = \"50ms\"\nwindow = 2\n\n\
+             [up]\ndifficulty = 8\nhttp = \"off\"\nchurn = \"off\"\ndata_dir = {data:?}\n",
+        ),
+    );
+    let mut up = Proc::spawn(wattchain().args(["up", "--config"]).arg(&file));
+    // Blocks need the cabinet, the averagers and the node, each logged in.
+    let block = up.line("a block line", |l| {
+        l.starts_with("block") && l.contains("c1#")
+    });
+    assert!(block.contains("by node-1"), "{block}");
+    // An anonymous client is refused by the same broker.
+    let anonymous = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "wattchain/x", "-m", "x"])
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success(), "{}", text(&anonymous));
+    assert!(up.terminate().success());
+}
