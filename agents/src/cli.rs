@@ -204,7 +204,7 @@ pub(crate) struct UpArgs {
     /// Cabinet id.
     #[arg(long)]
     pub(crate) cabinet: Option<String>,
-    /// Seconds before an uncommitted window is re-published.
+    /// A window not committed by then is published again.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) commit_deadline: Option<Duration>,
     /// QoS of quadruplets (0 or 1).
