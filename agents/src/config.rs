@@ -66,6 +66,14 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A setting without a default, given neither as a flag nor in the configuration file.
+    #[error("--{key} (or `{path}` in the config file) is required")]
+    Missing {
+        /// The setting (as its flag, without dashes).
+        key: &'static str,
+        /// Its dotted path in `wattchain.toml`.
+        path: &'static str,
+    },
     /// An identifier, topic root or prefix that cannot be a topic level.
     #[error(transparent)]
     Topic(#[from] TopicError),

@@ -16,7 +16,7 @@ use wattchain::averager;
 use wattchain::bench;
 use wattchain::bus::Bus;
 use wattchain::cabinet;
-use wattchain::config::{render, WattchainConfig};
+use wattchain::config::{render, ConfigError, WattchainConfig};
 use wattchain::ha::HaConfig;
 use wattchain::ledger;
 use wattchain::modbus::ModbusCabinet;
@@ -174,9 +174,10 @@ async fn dispatch(command: Command, mut config: WattchainConfig) -> Result<ExitC
                 modbus_timeout,
             }) => {
                 let cabinet = config.cabinet;
-                let modbus = modbus
-                    .or(cabinet.modbus)
-                    .context("--modbus (or [cabinet] modbus) is required")?;
+                let modbus = modbus.or(cabinet.modbus).ok_or(ConfigError::Missing {
+                    key: "modbus",
+                    path: "cabinet.modbus",
+                })?;
                 let map = load_map(&map.or(cabinet.map))?;
                 let timeout = modbus_timeout.unwrap_or(cabinet.modbus_timeout);
                 run_churn(modbus, churn, seed, map, timeout).await
@@ -188,9 +189,10 @@ async fn dispatch(command: Command, mut config: WattchainConfig) -> Result<ExitC
                 wait,
             }) => {
                 bus.apply(&mut config.bus);
-                let id = id
-                    .or(config.cabinet.id)
-                    .context("--id (or [cabinet] id) is required")?;
+                let id = id.or(config.cabinet.id).ok_or(ConfigError::Missing {
+                    key: "id",
+                    path: "cabinet.id",
+                })?;
                 let prefix = ha_prefix.unwrap_or(config.ha.prefix);
                 run_forget(&config.bus, &id, &prefix, wait).await
             }
@@ -406,19 +408,7 @@ async fn run_churn(
 
 async fn run_cabinet(file: &WattchainConfig) -> Result<ExitCode> {
     let args = &file.cabinet;
-    let id = args
-        .id
-        .clone()
-        .context("--id (or [cabinet] id) is required")?;
-    check_id(&id)?;
-    let modbus = args
-        .modbus
-        .context("--modbus (or [cabinet] modbus) is required")?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("data").join("cabinet").join(&id));
-    let mut config = args.config(&id, modbus, data_dir, &file.bus, file.ha.config()?)?;
+    let mut config = args.agent_config(&file.bus, &file.ha)?;
     config.map = load_map(&args.map)?;
     // Checked after every other setting (cabinet::run refuses to start without one).
     config.genesis = args

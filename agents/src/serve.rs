@@ -52,10 +52,7 @@ pub(crate) async fn start_web(
 pub(crate) async fn run_web(file: &WattchainConfig) -> Result<ExitCode> {
     let args = &file.web;
     check_id(&args.id)?;
-    let chain = args
-        .chain
-        .clone()
-        .context("--chain (or [web] chain) is required")?;
+    let chain = args.chain()?.to_path_buf();
     let settings = args
         .settings(HttpListen(Some(args.http)), file.bus.topics()?)
         .context("--http is required")?;

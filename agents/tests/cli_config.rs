@@ -381,3 +381,43 @@ fn up_logs_its_agents_in_with_the_bus_credentials_when_its_broker_has_users() {
     assert!(!anonymous.status.success(), "{}", text(&anonymous));
     assert!(up.terminate().success());
 }
+
+#[test]
+fn a_setting_without_a_default_comes_from_a_flag_or_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wattchain()
+        .args(["cabinet", "--modbus", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--id (or `cabinet.id` in the config file) is required"),
+        "{}",
+        text(&out)
+    );
+    let file = write(
+        dir.path(),
+        "w.toml",
+        &format!(
+            "[cabinet]\nid = \"c7\"\nmodbus = \"127.0.0.1:1\"\ndata_dir = {:?}\n",
+            dir.path().join("c7")
+        ),
+    );
+    let out = wattchain()
+        .args(["cabinet", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("cabinet c7: no genesis given"),
+        "id and modbus from the file, the genesis is what is missing: {}",
+        text(&out)
+    );
+    let out = wattchain().arg("web").output().unwrap();
+    assert!(
+        text(&out).contains("--chain (or `web.chain`"),
+        "{}",
+        text(&out)
+    );
+}

@@ -3,7 +3,7 @@
 //! have one), and the conversion into those types.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -195,6 +195,30 @@ impl Default for CabinetSection {
 }
 
 impl CabinetSection {
+    /// The configuration of `wattchain cabinet`: `id` and `modbus` required, the outbox in
+    /// `data/cabinet/ID` unless `data_dir` says otherwise (register map and genesis are loaded
+    /// by the caller).
+    pub fn agent_config(
+        &self,
+        bus: &BusSection,
+        ha: &HaSection,
+    ) -> Result<CabinetConfig, ConfigError> {
+        let id = self.id.as_deref().ok_or(ConfigError::Missing {
+            key: "id",
+            path: "cabinet.id",
+        })?;
+        crate::topics::check_id(id)?;
+        let modbus = self.modbus.ok_or(ConfigError::Missing {
+            key: "modbus",
+            path: "cabinet.modbus",
+        })?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data").join("cabinet").join(id));
+        self.config(id, modbus, data_dir, bus, ha.config()?)
+    }
+
     /// The library configuration for cabinet `id` reading `modbus`, these timings applied
     /// (the register map and genesis are loaded by the caller).
     pub fn config(
@@ -397,6 +421,14 @@ impl std::fmt::Debug for WebSection {
 }
 
 impl WebSection {
+    /// The chain file `wattchain web` serves (required).
+    pub fn chain(&self) -> Result<&Path, ConfigError> {
+        self.chain.as_deref().ok_or(ConfigError::Missing {
+            key: "chain",
+            path: "web.chain",
+        })
+    }
+
     /// The web service's settings on `listen` (`None` for `off`).
     pub fn settings(&self, listen: HttpListen, topics: Topics) -> Option<HttpSettings> {
         listen.0.map(|listen| HttpSettings {
