@@ -421,3 +421,22 @@ fn a_setting_without_a_default_comes_from_a_flag_or_the_file() {
         text(&out)
     );
 }
+
+#[test]
+fn the_readme_example_is_a_valid_file() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("README has a Configuration section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a TOML example in it");
+    let parsed = WattchainConfig::from_toml(example, Path::new("README.md"))
+        .unwrap_or_else(|e| panic!("{e}\n{example}"));
+    assert_eq!(parsed.cabinet.id.as_deref(), Some("c1"));
+    assert_ne!(parsed, WattchainConfig::default());
+}
