@@ -15,6 +15,7 @@ from chain_format import (GENESIS_NAME, HEX64, HEX128, Invalid, Refused, header,
 MAX_VALIDATORS = 1024
 MAX_DURATION_MS = 3_600_000
 MAX_ROUND = 32
+MAX_DOUBLINGS = 4
 MAX_EVIDENCE = 16
 KEYS = ("mode", "validators", "block_interval_ms", "round_timeout_ms", "exclude_equivocators")
 HEADER_KEYS = ("index", "timestamp", "previous_hash", "records_hash", "difficulty", "nonce",
@@ -127,9 +128,14 @@ def leader(rules, chain_id, height, rnd, offenders):
     raise AssertionError("the running sum always exceeds x")
 
 
+def round_offset(rules, rnd):
+    """The sum of the lengths of rounds 0..rnd: round i lasts round_timeout * 2^min(i, 4)."""
+    return sum(rules["round_timeout_ms"] << min(i, MAX_DOUBLINGS) for i in range(rnd))
+
+
 def earliest(rules, parent_ms, rnd):
-    """ms(parent) + block interval + round_timeout * (2^round - 1)."""
-    return parent_ms + rules["block_interval_ms"] + rules["round_timeout_ms"] * (2**rnd - 1)
+    """ms(parent) + block interval + round_offset(round)."""
+    return parent_ms + rules["block_interval_ms"] + round_offset(rules, rnd)
 
 
 def header_hash(h, seal_bytes):

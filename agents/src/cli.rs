@@ -365,7 +365,7 @@ pub(crate) struct ModeFlags {
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub(crate) block_interval: Option<Duration>,
     /// Proof of stake: how long round 0's leader has before the next one may produce
-    /// (default 2s); round r waits 2^r times as long.
+    /// (default 2s); each later round twice as long as the one before, at most 16 times.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub(crate) round_timeout: Option<Duration>,
 }

@@ -673,6 +673,7 @@ impl<L: ChainLog> Engine<L> {
             pending: self.pending.ready(),
             unfinal: self.last_records > 0 && !self.consensus.is_final(&head, confirmations),
             contested,
+            behind: self.peers.values().any(|p| p.work > work),
             me: &self.key.public(),
             now_ms: self.now_ms,
         };

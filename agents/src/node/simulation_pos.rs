@@ -25,7 +25,7 @@ pub(super) fn plan(rng: &mut SmallRng, nodes: usize) -> PosPlan {
         offline,
         equivocator,
         stakes: (0..=nodes).map(|_| rng.random_range(1..=4)).collect(),
-        block_interval_ms: rng.random_range(100..=300),
+        block_interval_ms: rng.random_range(200..=400),
         round_timeout_ms: rng.random_range(150..=400),
     }
 }

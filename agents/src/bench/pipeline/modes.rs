@@ -69,6 +69,8 @@ pub struct ChainFigures {
     pub block_interval: Spread,
     /// Mean of the same, ms.
     pub mean_interval_ms: f64,
+    /// Mean interval before the blocks of round 0 (their first leader delivered), ms.
+    pub mean_round0_interval_ms: f64,
     /// The configured block interval (pos), ms.
     pub configured_interval_ms: Option<u64>,
     /// Blocks per round (pos: round 0 = the first leader delivered).
@@ -89,20 +91,30 @@ pub(super) fn figures(genesis: &Genesis, chain_file: &Path) -> ChainFigures {
         .skip(1)
         .map(|p| Duration::from_millis(p[1].timestamp.millis() - p[0].timestamp.millis()))
         .collect();
-    let mean_interval_ms = if intervals.is_empty() {
-        0.0
-    } else {
-        intervals.iter().map(|d| d.as_secs_f64()).sum::<f64>() * 1000.0 / intervals.len() as f64
+    let mean = |d: &[Duration]| {
+        if d.is_empty() {
+            0.0
+        } else {
+            d.iter().map(|d| d.as_secs_f64()).sum::<f64>() * 1000.0 / d.len() as f64
+        }
     };
+    let mean_interval_ms = mean(&intervals);
+    let round = |b: &Block| {
+        b.consensus
+            .as_ref()
+            .and_then(|c| c.get("round"))
+            .and_then(|r| r.as_u64())
+    };
+    let round0: Vec<Duration> = blocks
+        .windows(2)
+        .skip(1)
+        .filter(|p| round(&p[1]).is_some_and(|r| r == 0))
+        .map(|p| Duration::from_millis(p[1].timestamp.millis() - p[0].timestamp.millis()))
+        .collect();
     let mut rounds = BTreeMap::new();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for b in blocks.iter().skip(1) {
-        let round = b
-            .consensus
-            .as_ref()
-            .and_then(|c| c.get("round"))
-            .and_then(|r| r.as_u64());
-        if let Some(r) = round {
+        if let Some(r) = round(b) {
             *rounds.entry(r).or_default() += 1;
         }
         *counts.entry(b.producer.to_hex()).or_default() += 1;
@@ -127,6 +139,7 @@ pub(super) fn figures(genesis: &Genesis, chain_file: &Path) -> ChainFigures {
     ChainFigures {
         block_interval: Spread::of(&mut intervals),
         mean_interval_ms,
+        mean_round0_interval_ms: mean(&round0),
         configured_interval_ms: params.get("block_interval_ms").and_then(|v| v.as_u64()),
         rounds,
         producers,

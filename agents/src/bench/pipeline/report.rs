@@ -97,8 +97,11 @@ impl fmt::Display for PipelineReport {
             ms(c.block_interval.p50_us),
             ms(c.block_interval.p99_us),
             c.configured_interval_ms.map_or(String::new(), |i| format!(
-                " (configured {i} ms: {:+.1} %)",
-                (c.mean_interval_ms / i as f64 - 1.0) * 100.0
+                " (configured {i} ms: mean {:+.1} %, round-0 blocks' mean {:.1} ms {:+.1} %, p50 {:+.1} %)",
+                (c.mean_interval_ms / i as f64 - 1.0) * 100.0,
+                c.mean_round0_interval_ms,
+                (c.mean_round0_interval_ms / i as f64 - 1.0) * 100.0,
+                (ms(c.block_interval.p50_us) / i as f64 - 1.0) * 100.0
             )),
             c.rounds
         )?;

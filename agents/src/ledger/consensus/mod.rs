@@ -101,6 +101,9 @@ pub struct View<'a> {
     /// Whether a peer announces another head with as much weight as ours (a tie that only a
     /// new block breaks).
     pub contested: bool,
+    /// Whether a peer heard recently announces a head with more weight than ours (this node
+    /// is catching up; its claim is not verified).
+    pub behind: bool,
     /// This node's public key.
     pub me: &'a PublicKey,
     /// The engine's clock, milliseconds since the Unix epoch.

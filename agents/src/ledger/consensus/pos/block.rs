@@ -10,8 +10,8 @@ use crate::ledger::genesis::canonical_json;
 /// Most evidence items one block may carry.
 pub const MAX_EVIDENCE: usize = 16;
 
-/// Highest round a block may state: round r starts `round_timeout × (2^r − 1)` after round 0,
-/// so round 32 is beyond any useful wait; the rule keeps the arithmetic in range.
+/// Highest round a block may state (round 32 starts 463 round timeouts after round 0, beyond
+/// any useful wait); the rule keeps the arithmetic in range.
 pub const MAX_ROUND: u32 = 32;
 
 /// The parsed `consensus` object of a proof-of-stake block.

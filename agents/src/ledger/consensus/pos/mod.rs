@@ -38,6 +38,10 @@ pub const DEFAULT_BLOCK_INTERVAL_MS: u64 = 1_000;
 /// Round-0 timeout a new genesis gets unless told otherwise.
 pub const DEFAULT_ROUND_TIMEOUT_MS: u64 = 2_000;
 
+/// Rounds whose length doubles; every later round lasts as long as round `MAX_DOUBLINGS`
+/// (16 round timeouts).
+pub const MAX_DOUBLINGS: u32 = 4;
+
 /// Longest block interval or round timeout a genesis may set (one hour).
 pub const MAX_DURATION_MS: u64 = 3_600_000;
 
@@ -56,7 +60,7 @@ pub struct Pos {
     pub validators: ValidatorSet,
     /// Least time between a block and the next (round 0 of the next height starts then).
     pub block_interval_ms: u64,
-    /// Timeout of round 0; round r lasts `round_timeout_ms × 2^r`.
+    /// Timeout of round 0; round r lasts `round_timeout_ms × 2^min(r, 4)`.
     pub round_timeout_ms: u64,
     /// Whether a validator recorded as an equivocator leads no more.
     pub exclude_equivocators: bool,
@@ -165,15 +169,21 @@ impl Pos {
         unreachable_leader(&self.validators)
     }
 
-    /// When round `round` of a height starts, after the earliest time of its round 0:
-    /// `round_timeout × (2^round − 1)` milliseconds (each round twice as long as the last).
+    /// How long round `round` lasts: `round_timeout × 2^min(round, MAX_DOUBLINGS)` — doubling,
+    /// then constant, so that a run of offline leaders costs a bounded wait each.
+    pub fn round_length(&self, round: u32) -> u64 {
+        self.round_timeout_ms << round.min(MAX_DOUBLINGS)
+    }
+
+    /// When round `round` of a height starts, after the earliest time of its round 0: the sum
+    /// of the lengths of rounds 0..round.
     pub fn round_offset(&self, round: u32) -> u64 {
-        let factor = (1u64 << round.min(MAX_ROUND)) - 1;
-        self.round_timeout_ms.saturating_mul(factor)
+        (0..round.min(MAX_ROUND)).map(|r| self.round_length(r)).sum()
     }
 
     /// The earliest timestamp a round-`round` block on `parent` may have:
-    /// `parent.timestamp + block_interval + round_offset(round)`.
+    /// `parent.timestamp + block_interval + round_offset(round)` (checked arithmetic is not
+    /// needed: at most 1 h × 16 × 32 rounds).
     pub fn earliest(&self, parent: &Header, round: u32) -> u64 {
         parent
             .timestamp

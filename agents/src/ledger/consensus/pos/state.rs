@@ -3,10 +3,12 @@
 //!
 //! Rounds follow the clock alone. A node that has something to commit (ready records, records
 //! not final yet, a tie to break, evidence to record) fixes the start of round 0 on its head at
-//! `max(now, head time + block interval)`; round r starts `round_timeout × (2^r − 1)` later.
+//! `max(now, head time + block interval)`; round r starts [`Pos::round_offset`] later (round
+//! lengths T, 2T, 4T, 8T, then 16T each).
 //! The leader of (height, round) produces at its round's start; everyone else sets a timer for
 //! the next round's start. Nothing to commit: no block, no timer — an idle chain does not grow.
-//! A node signs nothing during its first round timeout after a start (it learns the heads).
+//! A node signs nothing during its first round timeout after a start, nor, for up to ten, while
+//! a peer announces a heavier head (it learns the heads and catches up first).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -138,12 +140,19 @@ impl PosState {
         if !want {
             return Vec::new();
         }
-        // A node that just started signs nothing for one round timeout: it hears the heads
-        // first (and syncs), so a validator restarted with an empty disk does not sign a
-        // second block for a slot it signed before its restart.
+        // A node that just started signs nothing for one round timeout, and while a peer
+        // announces a heavier head for up to ten: it hears the heads and syncs first, so a
+        // validator restarted with an empty disk does not sign a second block for a slot it
+        // signed before its restart (a liar claiming weight delays it ten timeouts at most).
         let quiet_until = started.saturating_add(pos.round_timeout_ms);
-        if view.now_ms < quiet_until {
-            return vec![ModeAction::SetTimer { at_ms: quiet_until }];
+        let catch_up_until = started.saturating_add(pos.round_timeout_ms.saturating_mul(10));
+        if view.now_ms < quiet_until || (view.behind && view.now_ms < catch_up_until) {
+            let at = if view.now_ms < quiet_until {
+                quiet_until
+            } else {
+                catch_up_until
+            };
+            return vec![ModeAction::SetTimer { at_ms: at }];
         }
         let epoch = *self
             .epoch_ms

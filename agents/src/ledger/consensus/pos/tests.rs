@@ -109,6 +109,10 @@ fn a_later_round_is_valid_only_after_the_earlier_rounds_timed_out() {
     assert_eq!(p.round_at(p.round_timeout_ms), 1);
     assert_eq!(p.round_at(3 * p.round_timeout_ms - 1), 1);
     assert_eq!(p.round_at(3 * p.round_timeout_ms), 2);
+    // Doubling stops after four rounds: then every round lasts 16 timeouts.
+    assert_eq!(p.round_offset(5), 31 * p.round_timeout_ms);
+    assert_eq!(p.round_offset(7), (31 + 32) * p.round_timeout_ms);
+    assert_eq!(p.round_at(63 * p.round_timeout_ms), 7);
 }
 
 #[test]
