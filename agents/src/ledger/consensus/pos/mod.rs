@@ -178,7 +178,9 @@ impl Pos {
     /// When round `round` of a height starts, after the earliest time of its round 0: the sum
     /// of the lengths of rounds 0..round.
     pub fn round_offset(&self, round: u32) -> u64 {
-        (0..round.min(MAX_ROUND)).map(|r| self.round_length(r)).sum()
+        (0..round.min(MAX_ROUND))
+            .map(|r| self.round_length(r))
+            .sum()
     }
 
     /// The earliest timestamp a round-`round` block on `parent` may have:
