@@ -189,6 +189,12 @@ pub(crate) struct UpArgs {
     /// Ledger nodes, each with its own key and data directory (DATA_DIR/node-N).
     #[arg(long)]
     pub(crate) nodes: Option<usize>,
+    /// Consensus mode of a genesis created on first start (`[up] consensus`): pow, or pos (the
+    /// nodes' own keys are the validators, stake 1 each).
+    #[arg(long)]
+    pub(crate) consensus: Option<String>,
+    #[command(flatten)]
+    pub(crate) mode: ModeFlags,
     /// Where the genesis, the nodes' chains and the cabinet's outbox are written.
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
@@ -238,6 +244,9 @@ impl UpArgs {
         set(&mut cabinet.commit_deadline, &self.commit_deadline);
         set(&mut up.difficulty, &self.difficulty);
         set(&mut up.nodes, &self.nodes);
+        set(&mut up.consensus, &self.consensus);
+        set_some(&mut up.block_interval, &self.mode.block_interval);
+        set_some(&mut up.round_timeout, &self.mode.round_timeout);
         set(&mut up.data_dir, &self.data_dir);
         set(&mut up.averagers, &self.averagers);
         set(&mut up.churn, &self.churn);
@@ -450,14 +459,45 @@ pub(crate) enum GenesisCommand {
     New(GenesisNewArgs),
 }
 
+/// Each mode's own genesis settings (only the ones given are written; the mode refuses
+/// another mode's).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct ModeFlags {
+    /// Proof of stake: least time from a block to the next (default 1s). Blocks come at this
+    /// pace while there is something to commit; an idle chain does not grow.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub(crate) block_interval: Option<Duration>,
+    /// Proof of stake: how long round 0's leader has before the next one may produce
+    /// (default 2s); each later round twice as long as the one before, at most 16 times.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub(crate) round_timeout: Option<Duration>,
+}
+
+impl ModeFlags {
+    /// The settings given, in genesis form.
+    pub(crate) fn settings(&self) -> serde_json::Map<String, serde_json::Value> {
+        ledger::consensus::duration_settings(&[
+            ("block_interval_ms", self.block_interval),
+            ("round_timeout_ms", self.round_timeout),
+        ])
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct GenesisNewArgs {
-    /// Consensus mode (pow).
+    /// Consensus mode: pow (anyone mines) or pos (validators take turns by stake).
     #[arg(long, default_value = "pow")]
     pub(crate) consensus: String,
     /// Proof of work: leading zero bits of every block hash, 0..=40.
     #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
     pub(crate) difficulty: u32,
+    /// A validator (pos), repeated: NAME=PUBKEY[:STAKE] with the key `wattchain node keygen`
+    /// printed; stake 1 when omitted.
+    #[arg(long = "validator", value_name = "NAME=PUBKEY[:STAKE]",
+          value_parser = ledger::consensus::parse_validator_arg)]
+    pub(crate) validators: Vec<ledger::consensus::Validator>,
+    #[command(flatten)]
+    pub(crate) mode: ModeFlags,
     /// Blocks on top that make a block final (1..=1000).
     #[arg(long, default_value_t = ledger::DEFAULT_FINALITY_DEPTH)]
     pub(crate) finality_depth: u64,

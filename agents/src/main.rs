@@ -320,8 +320,16 @@ async fn run_up(file: &WattchainConfig) -> Result<ExitCode> {
                             .iter()
                             .map(|r| format!("{}#{}", r.cabinet, r.window))
                             .collect();
+                        // The mode's numbers (pos: the round), so a skipped leader shows.
+                        let slot: String = b
+                            .consensus
+                            .iter()
+                            .flatten()
+                            .filter(|(_, v)| v.is_u64())
+                            .map(|(k, v)| format!(" {k} {v}"))
+                            .collect();
                         out!(
-                            "block {:>5}  {}  by {:<7} windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:.1} ms",
+                            "block {:>5}  {}  by {:<7}{slot} windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:.1} ms",
                             b.index,
                             b.hash.short(),
                             moved.node,

@@ -204,6 +204,23 @@ const DOCS: &[(&str, &str, &[KeyDoc])] = &[
                 "",
             ),
             (
+                "consensus",
+                "Consensus mode of a genesis created on first start: pow, or pos (the nodes' own \
+                 keys are the validators, stake 1 each).",
+                "",
+            ),
+            (
+                "block_interval",
+                "Proof of stake: least time from a block to the next (absent: 1s).",
+                "\"1s\"",
+            ),
+            (
+                "round_timeout",
+                "Proof of stake: how long round 0's leader has before the next one may produce \
+                 (absent: 2s); each later round twice as long, at most 16 times.",
+                "\"2s\"",
+            ),
+            (
                 "churn",
                 "Simulator load churn: a period (\"2s\") or a range (\"1s..5s\"); \"off\" for none.",
                 "",

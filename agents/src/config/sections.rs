@@ -458,6 +458,22 @@ pub struct UpSection {
     pub data_dir: PathBuf,
     /// Difficulty of a genesis created on first start.
     pub difficulty: u32,
+    /// Consensus mode of a genesis created on first start (`pow`, `pos`, `pbft`).
+    pub consensus: String,
+    /// Proof of stake: least time from a block to the next (the mode's default when absent).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub block_interval: Option<Duration>,
+    /// Proof of stake: round 0's timeout (the mode's default when absent).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub round_timeout: Option<Duration>,
     /// Simulator load churn.
     pub churn: Churn,
     /// Seed of the simulator.
@@ -475,6 +491,9 @@ impl Default for UpSection {
             averagers: 2,
             data_dir: PathBuf::from("data"),
             difficulty: DEFAULT_DIFFICULTY,
+            consensus: crate::ledger::consensus::pow::MODE.to_owned(),
+            block_interval: None,
+            round_timeout: None,
             churn: "2s..5s".parse().expect("a churn range"),
             seed: None,
             http: DEFAULT_HTTP.parse().expect("DEFAULT_HTTP is an address"),

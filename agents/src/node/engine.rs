@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::assembler::{Assembler, Offer};
 use super::sync::Syncer;
-use super::wire::{HeadMessage, SyncReply, SyncRequest};
+use super::wire::{HeadMessage, ModeMessage, SyncReply, SyncRequest};
 use crate::ledger::consensus::{Consensus, ModeAction, ModeEvent, ModeState, View};
 use crate::ledger::store::{ChainLog, ChainStore, Change, Insert, Status, StoreError};
 use crate::ledger::{
@@ -109,6 +109,10 @@ pub enum Event {
     SyncReply(SyncReply),
     /// The clock moved (the runtime ticks every few hundred milliseconds).
     Tick,
+    /// The mode timer asked for with [`Action::Wake`] is due.
+    Timer,
+    /// A signed consensus message from `{root}/ledger/{mode}` (signature not checked yet).
+    Mode(ModeMessage),
 }
 
 /// A message the engine wants published; the runtime maps it to topics.
@@ -137,6 +141,9 @@ pub enum Publication {
         /// The reply.
         reply: SyncReply,
     },
+    /// A signed consensus message, for `{root}/ledger/{mode}`; every node receives it, this
+    /// one included (the broker loops it back).
+    Mode(ModeMessage),
     /// A refused message, for `deadletter/node`.
     DeadLetter {
         /// What it was (a topic name, or `sync` for replies).
@@ -191,6 +198,12 @@ pub enum Action {
     },
     /// Tell the operator.
     Report(Report),
+    /// Deliver [`Event::Timer`] at this time (ms since the epoch); replaces an earlier request
+    /// (the engine asks only for its earliest mode timer).
+    Wake {
+        /// When.
+        at_ms: u64,
+    },
 }
 
 /// Counters of one engine.
@@ -256,6 +269,8 @@ pub struct Engine<L: ChainLog> {
     instance: u64,
     /// Inserting a batch of blocks from sync: announce and mine once, at its end.
     pub(super) in_batch: bool,
+    /// The earliest mode timer pending (ms since the epoch).
+    mode_timer: Option<u64>,
     stats: NodeStats,
 }
 
@@ -289,6 +304,7 @@ impl<L: ChainLog> Engine<L> {
             tie_since: None,
             instance: rand::random(),
             in_batch: false,
+            mode_timer: None,
             stats: NodeStats::default(),
             store,
         };
@@ -354,6 +370,13 @@ impl<L: ChainLog> Engine<L> {
             Event::SyncRequest(req) => self.serve(req, &mut out)?,
             Event::SyncReply(reply) => self.on_sync_reply(reply, &mut out)?,
             Event::Tick => self.on_tick(&mut out),
+            Event::Timer => {
+                if self.mode_timer.is_some_and(|t| t <= self.now_ms) {
+                    self.mode_timer = None;
+                }
+                self.drive(ModeEvent::Timer, &mut out);
+            }
+            Event::Mode(msg) => self.on_mode_message(msg, &mut out),
         }
         Ok(out)
     }
@@ -420,6 +443,8 @@ impl<L: ChainLog> Engine<L> {
         out: &mut Vec<Action>,
     ) -> Result<Status, StoreError> {
         let hash = block.hash;
+        // For the mode (equivocation evidence) once the block is in the tree.
+        let header = block.header();
         // Kept for the dead letter only when refused (most blocks are not).
         let copy = (!from_sync).then(|| block.clone());
         // A batch from sync is made durable once, at its end (`finish_batch`).
@@ -451,9 +476,14 @@ impl<L: ChainLog> Engine<L> {
                 debug!(block = %hash.short(), "block with an unknown parent; asking peers");
                 self.sync_from_best_peer(out);
             }
-            Status::Side => self.stats.received += 1,
-            Status::Extended | Status::Reorged => self.stats.received += 1,
+            Status::Side | Status::Extended | Status::Reorged => self.stats.received += 1,
             Status::Known => {}
+        }
+        if matches!(
+            insert.status,
+            Status::Side | Status::Extended | Status::Reorged
+        ) {
+            self.drive(ModeEvent::Block { header: &header }, out);
         }
         let status = insert.status.clone();
         self.apply(insert, None, out);
@@ -586,9 +616,40 @@ impl<L: ChainLog> Engine<L> {
         0
     }
 
+    /// A consensus message: for this chain, signed by its sender, then the mode's.
+    fn on_mode_message(&mut self, msg: ModeMessage, out: &mut Vec<Action>) {
+        let why = if msg.chain != self.store.genesis().id() {
+            Some(format!(
+                "mode message for another chain {}",
+                msg.chain.short()
+            ))
+        } else if !msg.verifies(self.consensus.message_tag()) {
+            Some(format!(
+                "mode message signature by {} does not verify",
+                msg.from.short()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let head = serde_json::to_vec(&msg).unwrap_or_default();
+            self.reject(self.consensus.mode(), &why, &head, out);
+            return;
+        }
+        self.drive(
+            ModeEvent::Message {
+                from: &msg.from,
+                payload: &msg.body,
+            },
+            out,
+        );
+    }
+
     /// Asks the consensus mode what to do now, and starts mining if it says produce.
     fn drive(&mut self, event: ModeEvent<'_>, out: &mut Vec<Action>) {
-        if self.in_batch {
+        // A block noted during a sync batch still counts (evidence); producing waits for the end.
+        let noting = matches!(event, ModeEvent::Block { .. });
+        if self.in_batch && !noting {
             return;
         }
         let head = self.store.head().clone();
@@ -612,6 +673,7 @@ impl<L: ChainLog> Engine<L> {
             pending: self.pending.ready(),
             unfinal: self.last_records > 0 && !self.consensus.is_final(&head, confirmations),
             contested,
+            behind: self.peers.values().any(|p| p.work > work),
             me: &self.key.public(),
             now_ms: self.now_ms,
         };
@@ -619,13 +681,29 @@ impl<L: ChainLog> Engine<L> {
         for action in actions {
             match action {
                 ModeAction::Produce { parent, consensus } => {
-                    if self.job.is_some() || parent != head.hash || self.syncer.active() {
+                    if noting || self.job.is_some() || parent != head.hash || self.syncer.active() {
                         continue;
                     }
                     self.produce(&head, consensus, out);
                 }
-                // Timers and messages belong to the modes of issue 13; pow uses neither.
-                ModeAction::SetTimer { .. } | ModeAction::Broadcast(_) => {}
+                ModeAction::SetTimer { at_ms } => {
+                    if self
+                        .mode_timer
+                        .is_none_or(|t| at_ms < t || t <= self.now_ms)
+                    {
+                        self.mode_timer = Some(at_ms);
+                        out.push(Action::Wake { at_ms });
+                    }
+                }
+                ModeAction::Broadcast(body) => {
+                    let msg = ModeMessage::sign(
+                        &self.key,
+                        self.consensus.message_tag(),
+                        self.store.genesis().id(),
+                        body,
+                    );
+                    out.push(Action::Publish(Publication::Mode(msg)));
+                }
             }
         }
     }
@@ -769,7 +847,9 @@ impl<L: ChainLog> Engine<L> {
                 },
             );
         }
-        if head.work > self.store.work() && !self.store.knows(&head.header.hash) {
+        // Unknown, or only held as an orphan (its parent missing): a reason to sync, or a
+        // failed sync for an orphan would leave this node behind for good.
+        if head.work > self.store.work() && self.store.work_of(&head.header.hash).is_none() {
             self.start_sync(&head.node, head.work, out);
         }
     }
@@ -783,6 +863,9 @@ impl<L: ChainLog> Engine<L> {
             self.announce(out);
         }
         self.sync_tick(out);
+        if self.mode_timer.is_some_and(|t| t <= now) {
+            self.mode_timer = None;
+        }
         self.drive(ModeEvent::Timer, out);
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::engine::{Action, Engine, Event, NodeStats, Publication, Report};
-use super::wire::{HeadMessage, HeaderMessage, SyncReply, SyncRequest};
+use super::wire::{HeadMessage, HeaderMessage, ModeMessage, SyncReply, SyncRequest};
 use super::{settle_genesis, settle_key, NodeConfig, NodeError, ROLE};
 use crate::bus::{Bus, Incoming, Outlet, QoS};
 use crate::ledger::store::{ChainStore, FileLog, StoreError};
@@ -89,6 +89,8 @@ pub async fn run(
         current: None,
     };
     let mut router = Router {
+        mode: genesis.consensus.mode(),
+        wake: None,
         outlet: bus.outlet(),
         topics: config.topics.clone(),
         config,
@@ -133,6 +135,12 @@ pub async fn run(
                     break;
                 }
             }
+            _ = wake_at(router.wake) => {
+                router.wake = None;
+                if events.send((now_ms(), Event::Timer)).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     router.producer.cancel();
@@ -161,6 +169,14 @@ pub async fn run(
             info!(?stats, "node stopped");
             Ok(stats)
         }
+    }
+}
+
+/// Sleeps until the mode timer (tokio time, so paused-time tests drive it); never without one.
+async fn wake_at(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -233,6 +249,10 @@ impl Producer {
 
 /// Between the bus and the engine.
 struct Router {
+    /// The genesis' consensus mode (its messages topic).
+    mode: &'static str,
+    /// When the engine's mode timer is due.
+    wake: Option<tokio::time::Instant>,
     config: NodeConfig,
     topics: Topics,
     outlet: Outlet,
@@ -308,6 +328,14 @@ impl Router {
                 Ok(reply) => Event::SyncReply(reply),
                 Err(e) => return self.refuse(&msg, &e.to_string()),
             },
+            Some(Route::Mode { mode }) if mode == self.mode => {
+                match decode::<ModeMessage>(&msg.payload, max) {
+                    Ok(m) => Event::Mode(m),
+                    Err(e) => return self.refuse(&msg, &e.to_string()),
+                }
+            }
+            // Another mode's messages (a node subscribes to every mode's topic).
+            Some(Route::Mode { .. }) => return Ok(None),
             _ => return self.refuse(&msg, "not a topic a node reads"),
         };
         Ok(Some(event))
@@ -337,6 +365,10 @@ impl Router {
                 self.mining_since = Some(self.producer.mine(job, template));
             }
             Action::CancelMining { job } => self.producer.cancel_job(job),
+            Action::Wake { at_ms } => {
+                let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
+                self.wake = Some(tokio::time::Instant::now() + wait);
+            }
             Action::Report(report) => {
                 match &report {
                     Report::Appended { block, mined: true } => {
@@ -416,6 +448,11 @@ impl Router {
             Publication::SyncReply { to, reply } => {
                 self.outlet
                     .publish(t.sync_reply(&to), encode(&reply), qos, false)
+                    .await
+            }
+            Publication::Mode(m) => {
+                self.outlet
+                    .publish(t.mode(self.mode), encode(&m), qos, false)
                     .await
             }
             Publication::DeadLetter {
