@@ -11,6 +11,8 @@
 //! the command that replays it:
 //! `WATTCHAIN_SIM_SEED=<seed> cargo test -p wattchain --lib node::simulation::replay -- --nocapture`.
 
+mod bft;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 

@@ -26,7 +26,9 @@
 //!
 //! Nothing else changes: encoding, store, sync and the cabinets' light client call the trait.
 
+pub mod pbft;
 pub mod pow;
+pub mod validators;
 
 use std::fmt;
 use std::sync::Arc;
