@@ -215,7 +215,7 @@ MODES = {
     "pow": Mode(pow_load, (), pow_seal, pow_check_difficulty, pow_check_producer,
                 lambda rules: "pow, difficulty %d" % rules["difficulty"]),
 }
-PLANNED_MODES = {"pos": "issue 13", "pbft": "issue 13"}
+PLANNED_MODES = {"pbft": "issue 13"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ class Block:
     """One parsed line of the chain file."""
 
     __slots__ = ("index", "timestamp", "ms", "previous_hash", "records", "difficulty", "nonce",
-                 "producer", "signature", "hash", "seal", "mode_keys")
+                 "producer", "signature", "hash", "seal", "mode_keys", "consensus")
 
 
 def parse_block(raw, genesis):
@@ -324,6 +324,7 @@ def block_from_json(obj, genesis):
     # The genesis block is derived, the same under every mode: no mode keys, an empty seal
     # (a block 0 that carries mode keys is not the derived one: step 3).
     block.mode_keys = [key for key in MODE_BLOCK_KEYS if key in obj]
+    block.consensus = obj.get("consensus")
     block.seal = b"" if block.index == 0 else mode.seal(genesis.rules, obj)
     return block
 
@@ -396,7 +397,7 @@ def genesis_block(genesis):
     block.index, block.timestamp, block.ms = 0, genesis.created, genesis.created_ms
     block.previous_hash = genesis.chain_id.hex()
     block.records, block.difficulty, block.nonce, block.seal = [], 0, 0, b""
-    block.mode_keys = []
+    block.mode_keys, block.consensus = [], None
     block.producer, block.signature = ZERO_PRODUCER, ZERO_SIGNATURE
     block.hash = block_hash(block)
     return block
@@ -404,3 +405,11 @@ def genesis_block(genesis):
 
 def leading_zero_bits(hex_hash):
     return 256 - int(hex_hash, 16).bit_length()
+
+
+# Each further mode lives in its own file and registers here (it imports this module's names,
+# all defined above).
+import mode_pos  # noqa: E402
+
+MODES["pos"] = Mode(mode_pos.load, ("consensus",), mode_pos.seal, mode_pos.check_difficulty,
+                    mode_pos.check_producer, mode_pos.describe)

@@ -171,6 +171,13 @@ pub(crate) struct UpArgs {
     /// Ledger nodes, each with its own key and data directory (DATA_DIR/node-N).
     #[arg(long, default_value_t = 1)]
     pub(crate) nodes: usize,
+    /// Consensus mode of a genesis created on first start: pow, pos (the nodes' own keys
+    /// are the validators, stake 1 each) or pbft (the nodes are the validators; --nodes must
+    /// be 3f+1: 4, 7, 10, …).
+    #[arg(long, default_value = "pow")]
+    pub(crate) consensus: String,
+    #[command(flatten)]
+    pub(crate) mode: ModeFlags,
     /// Where the genesis, the nodes' chains and the cabinet's outbox are written.
     #[arg(long, default_value = "data")]
     pub(crate) data_dir: PathBuf,
@@ -350,14 +357,66 @@ pub(crate) enum GenesisCommand {
     New(GenesisNewArgs),
 }
 
+/// Each mode's own genesis settings (only the ones given are written; the mode refuses
+/// another mode's).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct ModeFlags {
+    /// Proof of stake: least time from a block to the next (default 1s). Blocks come at this
+    /// pace while there is something to commit; an idle chain does not grow.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub(crate) block_interval: Option<Duration>,
+    /// Proof of stake: how long round 0's leader has before the next one may produce
+    /// (default 2s); round r waits 2^r times as long.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub(crate) round_timeout: Option<Duration>,
+    /// PBFT: faults tolerated; the genesis must list exactly 3f+1 validators (default: the
+    /// largest f the validators allow, e.g. 1 for 4).
+    #[arg(long = "f", value_name = "F")]
+    pub(crate) f: Option<u64>,
+    /// PBFT: how long a view may go without committing before the replicas change the
+    /// primary (default 2s); each further view change at one height doubles it.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub(crate) view_timeout: Option<Duration>,
+}
+
+impl ModeFlags {
+    /// The settings given, in genesis form.
+    pub(crate) fn settings(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        for (key, value) in [
+            ("block_interval_ms", self.block_interval),
+            ("round_timeout_ms", self.round_timeout),
+        ] {
+            if let Some(d) = value {
+                m.insert(key.into(), (d.as_millis() as u64).into());
+            }
+        }
+        if let Some(d) = self.view_timeout {
+            m.insert("view_timeout".into(), (d.as_millis() as u64).into());
+        }
+        if let Some(f) = self.f {
+            m.insert("f".into(), f.into());
+        }
+        m
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct GenesisNewArgs {
-    /// Consensus mode (pow).
+    /// Consensus mode: pow (anyone mines), pos (validators take turns by stake) or pbft
+    /// (3f+1 validators commit each block with 2f+1 signatures: immediate finality).
     #[arg(long, default_value = "pow")]
     pub(crate) consensus: String,
     /// Proof of work: leading zero bits of every block hash, 0..=40.
     #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
     pub(crate) difficulty: u32,
+    /// A validator (pos, pbft), repeated: NAME=PUBKEY[:STAKE] with the key `wattchain node
+    /// keygen` printed; stake 1 when omitted (pbft has no stakes).
+    #[arg(long = "validator", value_name = "NAME=PUBKEY[:STAKE]",
+          value_parser = ledger::consensus::parse_validator_arg)]
+    pub(crate) validators: Vec<ledger::consensus::Validator>,
+    #[command(flatten)]
+    pub(crate) mode: ModeFlags,
     /// Blocks on top that make a block final (1..=1000).
     #[arg(long, default_value_t = ledger::DEFAULT_FINALITY_DEPTH)]
     pub(crate) finality_depth: u64,

@@ -18,13 +18,14 @@ use crate::serve::{print_http, start_web};
 const EXIT_USAGE: u8 = 2;
 
 pub(crate) fn genesis_new(args: GenesisNewArgs) -> Result<ExitCode> {
-    if args.consensus != "pow" {
-        bail!(
-            "--consensus {:?}: this wattchain knows pow (pos and pbft come with their issue)",
-            args.consensus
-        );
-    }
+    let options = ledger::consensus::ModeOptions {
+        difficulty: args.difficulty,
+        validators: args.validators,
+        settings: args.mode.settings(),
+    };
     let mut spec = GenesisSpec::pow(args.difficulty);
+    spec.consensus = ledger::consensus::new_params(&args.consensus, &options)
+        .map_err(|e| anyhow::anyhow!("--consensus {}: {e}", args.consensus))?;
     spec.name = args.name;
     spec.finality_depth = args.finality_depth;
     spec.max_records_per_block = args.max_records_per_block;

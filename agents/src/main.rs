@@ -217,6 +217,8 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
         period: args.period,
         window: args.window,
         difficulty: args.difficulty,
+        consensus: args.consensus,
+        mode_settings: args.mode.settings(),
         nodes: args.nodes,
         data_dir: args.data_dir,
         averagers: args.averagers,
@@ -268,8 +270,29 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                             .iter()
                             .map(|r| format!("{}#{}", r.cabinet, r.window))
                             .collect();
+                        // The mode's numbers (pos: the round), so a skipped leader shows.
+                        let slot: String = b
+                            .consensus
+                            .iter()
+                            .flatten()
+                            .filter(|(_, v)| v.is_u64())
+                            .map(|(k, v)| format!(" {k} {v}"))
+                            .collect();
+                        // PBFT: how many COMMIT signatures certify it (and the time from
+                        // proposal to certificate instead of mining time).
+                        let commits = b
+                            .certificate
+                            .as_ref()
+                            .and_then(|c| c.get("commits"))
+                            .and_then(|c| c.as_array())
+                            .map(|c| c.len());
+                        let slot = match commits {
+                            Some(n) => format!("{slot} {n} signatures"),
+                            None => slot,
+                        };
+                        let made = if commits.is_some() { "committed" } else { "mined" };
                         out!(
-                            "block {:>5}  {}  by {:<7} windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:.1} ms",
+                            "block {:>5}  {}  by {:<7}{slot} windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  {made} in {:.1} ms",
                             b.index,
                             b.hash.short(),
                             moved.node,

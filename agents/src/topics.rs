@@ -159,6 +159,8 @@ pub enum Route {
     SyncRequest,
     /// `{root}/ledger/sync/reply/{id}`
     SyncReply { id: String },
+    /// `{root}/ledger/{mode}` for a mode that sends messages (`pos`, `pbft`)
+    Mode { mode: String },
     /// `{root}/agent/{id}/status`
     AgentStatus { id: String },
     /// `{root}/deadletter/{role}`
@@ -268,6 +270,11 @@ impl Topics {
         format!("{}/ledger/sync/reply/{id}", self.root)
     }
 
+    /// Signed consensus messages of `mode` (`pos`, `pbft`).
+    pub fn mode(&self, mode: &str) -> String {
+        format!("{}/ledger/{mode}", self.root)
+    }
+
     /// The retained head and state of one ledger node.
     pub fn node_head(&self, node: &str) -> String {
         format!("{}/ledger/node/{node}/head", self.root)
@@ -353,6 +360,11 @@ impl Topics {
             ["ledger", "node", node, "head"] => Some(Route::NodeHead { node: id(node)? }),
             ["ledger", "sync", "request"] => Some(Route::SyncRequest),
             ["ledger", "sync", "reply", to] => Some(Route::SyncReply { id: id(to)? }),
+            ["ledger", mode] if crate::ledger::consensus::MESSAGE_MODES.contains(mode) => {
+                Some(Route::Mode {
+                    mode: mode.to_string(),
+                })
+            }
             ["agent", agent, "status"] => Some(Route::AgentStatus { id: id(agent)? }),
             ["deadletter", role] => Some(Route::Deadletter { role: id(role)? }),
             _ => None,
@@ -455,6 +467,7 @@ mod tests {
             (t.node_head("n-1"), Route::NodeHead { node: "n-1".into() }),
             (t.sync_request(), Route::SyncRequest),
             (t.sync_reply("n2"), Route::SyncReply { id: "n2".into() }),
+            (t.mode("pos"), Route::Mode { mode: "pos".into() }),
             (
                 t.agent_status("a-1"),
                 Route::AgentStatus { id: "a-1".into() },

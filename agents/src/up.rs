@@ -37,6 +37,11 @@ pub struct UpConfig {
     pub window: usize,
     /// Proof-of-work difficulty (leading zero bits) of a genesis created on first start.
     pub difficulty: u32,
+    /// Consensus mode of a genesis created on first start (`pow`, `pos`); under a mode with
+    /// validators, the nodes' keys are the validators (stake 1 each).
+    pub consensus: String,
+    /// The mode's own settings in genesis form (e.g. `block_interval_ms`).
+    pub mode_settings: serde_json::Map<String, serde_json::Value>,
     /// Ledger nodes.
     pub nodes: usize,
     /// Data directory (chain and cabinet outbox).
@@ -120,6 +125,40 @@ pub enum UpEvent {
     Block(MinedBlock),
 }
 
+/// The node ids `up` runs.
+fn node_id(n: usize) -> String {
+    format!("node-{n}")
+}
+
+/// A genesis for `config`: under pow anyone mines; under a mode with validators, each node's
+/// key (made now in its data directory unless it has one) is a validator with stake 1.
+fn new_genesis(config: &UpConfig) -> Result<Genesis> {
+    let mut options = crate::ledger::consensus::ModeOptions {
+        difficulty: config.difficulty,
+        validators: Vec::new(),
+        settings: config.mode_settings.clone(),
+    };
+    if config.consensus != crate::ledger::consensus::pow::MODE {
+        for n in 1..=config.nodes.max(1) {
+            let id = node_id(n);
+            let dir = config.data_dir.join(&id);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let (key, _) = node::settle_key(&dir)?;
+            options
+                .validators
+                .push(crate::ledger::consensus::Validator {
+                    name: id,
+                    key: key.public(),
+                    stake: 1,
+                });
+        }
+    }
+    let mut spec = GenesisSpec::pow(config.difficulty);
+    spec.consensus = crate::ledger::consensus::new_params(&config.consensus, &options)
+        .map_err(|e| anyhow::anyhow!("--consensus {}: {e}", config.consensus))?;
+    Ok(Genesis::new(spec)?)
+}
+
 /// Runs the pipeline until `shutdown`, reporting through `events`.
 pub async fn run(
     config: UpConfig,
@@ -130,9 +169,19 @@ pub async fn run(
     // The chain's rules are settled (and checked) before anything starts.
     let genesis_path = config.data_dir.join(GENESIS_FILE);
     let (genesis, new_genesis) = if genesis_path.exists() {
-        (Genesis::load(&genesis_path)?, false)
+        let genesis = Genesis::load(&genesis_path)?;
+        if genesis.consensus.mode() != config.consensus {
+            anyhow::bail!(
+                "{} follows a {} genesis, not {}: use another --data-dir or --consensus {}",
+                config.data_dir.display(),
+                genesis.consensus.mode(),
+                config.consensus,
+                genesis.consensus.mode()
+            );
+        }
+        (genesis, false)
     } else {
-        (Genesis::new(GenesisSpec::pow(config.difficulty))?, true)
+        (new_genesis(&config)?, true)
     };
     // Bound first, so that a busy port fails before anything else starts; the recorder is
     // installed before the agents take their metric handles.
@@ -182,7 +231,7 @@ pub async fn run(
     let mut node_ids = Vec::new();
     let mut chain = PathBuf::new();
     for n in 1..=config.nodes.max(1) {
-        let id = format!("node-{n}");
+        let id = node_id(n);
         let nconf = NodeConfig {
             id: id.clone(),
             data_dir: config.data_dir.join(&id),

@@ -232,6 +232,13 @@ async fn the_example_users_file_grants_each_role_exactly_its_topics() {
     assert!(averager.may_publish("wattchain/cabinet/c2/average/U"));
     assert!(averager.may_subscribe("$share/wattchain-averagers-U/wattchain/cabinet/+/window/U"));
     assert!(publisher.may_publish(block) && publisher.may_publish("wattchain/ledger/head"));
+    // Consensus messages (signed, but a broker still keeps other roles off them).
+    for mode in ["wattchain/ledger/pos", "wattchain/ledger/pbft"] {
+        assert!(publisher.may_publish(mode) && publisher.may_subscribe(mode));
+        for other in [&cabinet, &averager, &watcher] {
+            assert!(!other.may_publish(mode), "{mode}");
+        }
+    }
     assert!(publisher.may_publish(commit) && publisher.may_publish("wattchain/cabinet/c9/commit"));
     assert!(publisher.may_subscribe("wattchain/cabinet/+/average/+"));
     for other in [&cabinet, &averager, &watcher] {

@@ -232,8 +232,8 @@ impl Genesis {
                 reason: "not an object".into(),
             });
         };
-        let consensus = consensus::from_params(params, finality_depth)?;
         let id = Hash32(Sha256::digest(canonical_json(&value).as_bytes()).into());
+        let consensus = consensus::from_params(params, finality_depth, id)?;
         Ok(Genesis {
             name,
             created,
@@ -492,7 +492,10 @@ mod tests {
                 "finality_depth",
             ),
             (text("").replace("256", "257"), "max_records_per_block"),
-            (text("").replace("\"pow\"", "\"pos\""), "not one of"),
+            (
+                text("").replace("\"pow\"", "\"nope\""),
+                "not one of: pow, pos",
+            ),
             (text("").replace("wattchain", "a b"), "name"),
             (text("").replace(".000Z", "Z"), "created"),
             (text("").replace("\"format\":1", "\"format\":2"), "format"),

@@ -12,8 +12,9 @@ use tracing::{debug, info, warn};
 
 use super::assembler::{Assembler, Offer};
 use super::sync::Syncer;
-use super::wire::{HeadMessage, SyncReply, SyncRequest};
-use crate::ledger::consensus::{Consensus, ModeAction, ModeEvent, ModeState, View};
+use super::wire::{HeadMessage, ModeMessage, SyncReply, SyncRequest};
+use crate::ledger::consensus::{Checker, Consensus, ModeAction, ModeEvent, ModeState, View};
+use crate::ledger::rules::{check_detached, check_records};
 use crate::ledger::store::{ChainLog, ChainStore, Change, Insert, Status, StoreError};
 use crate::ledger::{
     Block, BlockTemplate, Hash32, Header, NodeKey, Record, Timestamp, Violation, Work,
@@ -109,6 +110,10 @@ pub enum Event {
     SyncReply(SyncReply),
     /// The clock moved (the runtime ticks every few hundred milliseconds).
     Tick,
+    /// The mode timer asked for with [`Action::Wake`] is due.
+    Timer,
+    /// A signed consensus message from `{root}/ledger/{mode}` (signature not checked yet).
+    Mode(ModeMessage),
 }
 
 /// A message the engine wants published; the runtime maps it to topics.
@@ -137,6 +142,9 @@ pub enum Publication {
         /// The reply.
         reply: SyncReply,
     },
+    /// A signed consensus message, for `{root}/ledger/{mode}`; every node receives it, this
+    /// one included (the broker loops it back).
+    Mode(ModeMessage),
     /// A refused message, for `deadletter/node`.
     DeadLetter {
         /// What it was (a topic name, or `sync` for replies).
@@ -191,6 +199,15 @@ pub enum Action {
     },
     /// Tell the operator.
     Report(Report),
+    /// Append this consensus message to the node's journal and make it durable (before the
+    /// [`Publication::Mode`] that follows it is published).
+    Journal(ModeMessage),
+    /// Deliver [`Event::Timer`] at this time (ms since the epoch); replaces an earlier request
+    /// (the engine asks only for its earliest mode timer).
+    Wake {
+        /// When.
+        at_ms: u64,
+    },
 }
 
 /// Counters of one engine.
@@ -256,6 +273,8 @@ pub struct Engine<L: ChainLog> {
     instance: u64,
     /// Inserting a batch of blocks from sync: announce and mine once, at its end.
     pub(super) in_batch: bool,
+    /// The earliest mode timer pending (ms since the epoch).
+    mode_timer: Option<u64>,
     stats: NodeStats,
 }
 
@@ -289,6 +308,7 @@ impl<L: ChainLog> Engine<L> {
             tie_since: None,
             instance: rand::random(),
             in_batch: false,
+            mode_timer: None,
             stats: NodeStats::default(),
             store,
         };
@@ -354,6 +374,13 @@ impl<L: ChainLog> Engine<L> {
             Event::SyncRequest(req) => self.serve(req, &mut out)?,
             Event::SyncReply(reply) => self.on_sync_reply(reply, &mut out)?,
             Event::Tick => self.on_tick(&mut out),
+            Event::Timer => {
+                if self.mode_timer.is_some_and(|t| t <= self.now_ms) {
+                    self.mode_timer = None;
+                }
+                self.drive(ModeEvent::Timer, &mut out);
+            }
+            Event::Mode(msg) => self.on_mode_message(msg, &mut out),
         }
         Ok(out)
     }
@@ -420,6 +447,8 @@ impl<L: ChainLog> Engine<L> {
         out: &mut Vec<Action>,
     ) -> Result<Status, StoreError> {
         let hash = block.hash;
+        // For the mode (equivocation evidence) once the block is in the tree.
+        let header = block.header();
         // Kept for the dead letter only when refused (most blocks are not).
         let copy = (!from_sync).then(|| block.clone());
         // A batch from sync is made durable once, at its end (`finish_batch`).
@@ -451,9 +480,14 @@ impl<L: ChainLog> Engine<L> {
                 debug!(block = %hash.short(), "block with an unknown parent; asking peers");
                 self.sync_from_best_peer(out);
             }
-            Status::Side => self.stats.received += 1,
-            Status::Extended | Status::Reorged => self.stats.received += 1,
+            Status::Side | Status::Extended | Status::Reorged => self.stats.received += 1,
             Status::Known => {}
+        }
+        if matches!(
+            insert.status,
+            Status::Side | Status::Extended | Status::Reorged
+        ) {
+            self.drive(ModeEvent::Block { header: &header }, out);
         }
         let status = insert.status.clone();
         self.apply(insert, None, out);
@@ -481,6 +515,13 @@ impl<L: ChainLog> Engine<L> {
             self.stats.stale += 1;
             self.pending.restore(current.records);
             self.drive(ModeEvent::Head, out);
+            return Ok(());
+        }
+        if self.consensus.proposes() {
+            // A proposal, not a chain block yet: its records stay pending until it is
+            // certified (then `committed` takes them out) or another block commits them.
+            self.pending.restore(current.records);
+            self.drive(ModeEvent::Produced { block: &block }, out);
             return Ok(());
         }
         let insert = self.store.insert(block.clone())?;
@@ -586,9 +627,41 @@ impl<L: ChainLog> Engine<L> {
         0
     }
 
+    /// A consensus message: for this chain, signed by its sender, then the mode's.
+    fn on_mode_message(&mut self, msg: ModeMessage, out: &mut Vec<Action>) {
+        let why = if msg.chain != self.store.genesis().id() {
+            Some(format!(
+                "mode message for another chain {}",
+                msg.chain.short()
+            ))
+        } else if !msg.verifies(self.consensus.message_tag()) {
+            Some(format!(
+                "mode message signature by {} does not verify",
+                msg.from.short()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let head = serde_json::to_vec(&msg).unwrap_or_default();
+            self.reject(self.consensus.mode(), &why, &head, out);
+            return;
+        }
+        self.drive(
+            ModeEvent::Message {
+                from: &msg.from,
+                payload: &msg.body,
+                sig: &msg.sig,
+            },
+            out,
+        );
+    }
+
     /// Asks the consensus mode what to do now, and starts mining if it says produce.
     fn drive(&mut self, event: ModeEvent<'_>, out: &mut Vec<Action>) {
-        if self.in_batch {
+        // A block noted during a sync batch still counts (evidence); producing waits for the end.
+        let noting = matches!(event, ModeEvent::Block { .. });
+        if self.in_batch && !noting {
             return;
         }
         let head = self.store.head().clone();
@@ -607,6 +680,8 @@ impl<L: ChainLog> Engine<L> {
         let jitter = u64::from(self.key.public().0[0]) * self.config.tie_break_ms / 255;
         let contested = work <= self.rival_work
             || (tie && self.now_ms >= since + self.config.tie_break_ms + jitter);
+        let store = &self.store;
+        let check = |block: &Block| check_proposal(store, &head, block);
         let view = View {
             head: &head,
             pending: self.pending.ready(),
@@ -614,20 +689,88 @@ impl<L: ChainLog> Engine<L> {
             contested,
             me: &self.key.public(),
             now_ms: self.now_ms,
+            check: Checker(&check),
         };
         let actions = self.consensus.on_event(&mut self.mode, &view, &event);
         for action in actions {
             match action {
                 ModeAction::Produce { parent, consensus } => {
-                    if self.job.is_some() || parent != head.hash || self.syncer.active() {
+                    if noting || self.job.is_some() || parent != head.hash || self.syncer.active() {
                         continue;
                     }
                     self.produce(&head, consensus, out);
                 }
-                // Timers and messages belong to the modes of issue 13; pow uses neither.
-                ModeAction::SetTimer { .. } | ModeAction::Broadcast(_) => {}
+                ModeAction::SetTimer { at_ms } => {
+                    if self
+                        .mode_timer
+                        .is_none_or(|t| at_ms < t || t <= self.now_ms)
+                    {
+                        self.mode_timer = Some(at_ms);
+                        out.push(Action::Wake { at_ms });
+                    }
+                }
+                ModeAction::Broadcast(body) => {
+                    let msg = ModeMessage::sign(
+                        &self.key,
+                        self.consensus.message_tag(),
+                        self.store.genesis().id(),
+                        body,
+                    );
+                    if self.consensus.journals() {
+                        // Durable before it leaves: the runtime writes, syncs, then publishes.
+                        out.push(Action::Journal(msg.clone()));
+                    }
+                    out.push(Action::Publish(Publication::Mode(msg)));
+                }
+                ModeAction::Append(block) => {
+                    if let Err(e) = self.append_certified(*block, out) {
+                        warn!(node = %self.id, cause = %e, "cannot store a certified block");
+                    }
+                }
             }
         }
+    }
+
+    /// A block the mode certified (PBFT: 2f+1 commits): into the chain, then to everyone.
+    fn append_certified(&mut self, block: Block, out: &mut Vec<Action>) -> Result<(), StoreError> {
+        let insert = self.store.insert(block.clone())?;
+        match &insert.status {
+            Status::Extended | Status::Reorged => {
+                let mine = block.producer == self.key.public();
+                if mine {
+                    self.stats.mined += 1;
+                }
+                out.push(Action::Publish(Publication::Block(block.clone())));
+                self.apply(insert, mine.then_some(block.hash), out);
+            }
+            Status::Known | Status::Side => {}
+            other => warn!(node = %self.id, status = ?other, "a certified block was refused"),
+        }
+        Ok(())
+    }
+
+    /// Replays this node's journaled consensus messages into the mode before it starts (what
+    /// it would send again is not: it was sent before the restart).
+    pub fn restore(&mut self, journal: Vec<ModeMessage>) {
+        let (tag, chain, me) = (
+            self.consensus.message_tag(),
+            self.store.genesis().id(),
+            self.key.public(),
+        );
+        let mut ignored = Vec::new();
+        for msg in journal {
+            if msg.chain == chain && msg.from == me && msg.verifies(tag) {
+                self.drive(
+                    ModeEvent::Message {
+                        from: &msg.from,
+                        payload: &msg.body,
+                        sig: &msg.sig,
+                    },
+                    &mut ignored,
+                );
+            }
+        }
+        self.mode_timer = None;
     }
 
     fn produce(
@@ -769,7 +912,9 @@ impl<L: ChainLog> Engine<L> {
                 },
             );
         }
-        if head.work > self.store.work() && !self.store.knows(&head.header.hash) {
+        // Unknown, or only held as an orphan (its parent missing): a reason to sync, or a
+        // failed sync for an orphan would leave this node behind for good.
+        if head.work > self.store.work() && self.store.work_of(&head.header.hash).is_none() {
             self.start_sync(&head.node, head.work, out);
         }
     }
@@ -783,6 +928,9 @@ impl<L: ChainLog> Engine<L> {
             self.announce(out);
         }
         self.sync_tick(out);
+        if self.mode_timer.is_some_and(|t| t <= now) {
+            self.mode_timer = None;
+        }
         self.drive(ModeEvent::Timer, out);
     }
 
@@ -801,4 +949,30 @@ impl<L: ChainLog> Engine<L> {
             payload: payload.iter().copied().take(256).collect(),
         }));
     }
+}
+
+/// What a replica checks of a block proposed on `head` before it votes: the chain rules except
+/// the leader/certificate step (hash, difficulty, signature, link, time, records, no window
+/// twice on this branch).
+fn check_proposal<L: ChainLog>(
+    store: &ChainStore<L>,
+    head: &Header,
+    block: &Block,
+) -> Result<(), String> {
+    let genesis = store.genesis();
+    let header = block.header();
+    if header.index != head.index + 1 || header.previous_hash != head.hash {
+        return Err(format!("not on our head #{}", head.index));
+    }
+    check_detached(genesis, &header).map_err(|v| v.to_string())?;
+    if header.timestamp < head.timestamp {
+        return Err(format!(
+            "timestamp {} before the parent's",
+            header.timestamp
+        ));
+    }
+    check_records(genesis, block, |cabinet, window| {
+        store.committed_in(cabinet, window)
+    })
+    .map_err(|v| v.to_string())
 }

@@ -12,6 +12,7 @@
 
 pub mod assembler;
 pub mod engine;
+pub mod journal;
 pub mod runtime;
 #[cfg(test)]
 mod simulation;
@@ -160,7 +161,9 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// What a node subscribes to: every average, every block, every head, sync for it.
+    /// What a node subscribes to: every average, every block, every head, sync for it, and the
+    /// message topic of every mode that has one (the genesis is not known yet when a node
+    /// connects; messages of another mode than its genesis' are ignored).
     pub fn subscriptions(&self) -> Vec<(String, QoS)> {
         let t = &self.topics;
         [
@@ -172,6 +175,11 @@ impl NodeConfig {
             t.sync_reply(&self.id),
         ]
         .into_iter()
+        .chain(
+            crate::ledger::consensus::MESSAGE_MODES
+                .iter()
+                .map(|m| t.mode(m)),
+        )
         .map(|f| (f, QoS::AtLeastOnce))
         .collect()
     }

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::engine::{Action, Engine, Event, NodeStats, Publication, Report};
-use super::wire::{HeadMessage, HeaderMessage, SyncReply, SyncRequest};
+use super::journal::{Journal, JOURNAL_FILE};
+use super::wire::{HeadMessage, HeaderMessage, ModeMessage, SyncReply, SyncRequest};
 use super::{settle_genesis, settle_key, NodeConfig, NodeError, ROLE};
 use crate::bus::{Bus, Incoming, Outlet, QoS};
 use crate::ledger::store::{ChainStore, FileLog, StoreError};
@@ -63,12 +64,21 @@ pub async fn run(
             for w in report.warnings() {
                 warn!(path = %path.display(), "{w}");
             }
-            Ok((genesis, key, created, store))
+            let journal = if genesis.consensus.journals() {
+                let file = dir.join(JOURNAL_FILE);
+                let opened = Journal::open(&file, store.head().index + 1).map_err(|e| {
+                    NodeError::Config(format!("vote journal {}: {e}", file.display()))
+                })?;
+                Some(opened)
+            } else {
+                None
+            };
+            Ok((genesis, key, created, store, journal))
         })
         .await
         .map_err(|e| NodeError::Config(format!("opening the data directory panicked: {e}")))?
     };
-    let (genesis, key, created, store) = match opened.await {
+    let (genesis, key, created, store, journal) = match opened.await {
         Ok(v) => v,
         Err(e) => {
             bus.close().await;
@@ -77,7 +87,12 @@ pub async fn run(
     };
     info!(node = %config.id, chain = %genesis.id(), producer = %key.public(), new_key = created,
         blocks = store.len(), "node ready");
-    let engine = Engine::new(&config.id, key.clone(), store, config.engine());
+    let mut engine = Engine::new(&config.id, key.clone(), store, config.engine());
+    let journal = journal.map(|(journal, votes)| {
+        info!(node = %config.id, votes = votes.len(), path = %journal.path().display(), "vote journal replayed");
+        engine.restore(votes);
+        journal
+    });
     let instance = engine.instance();
     let (events, mut actions, chain) = spawn_chain(engine);
     let producer = Producer {
@@ -89,6 +104,10 @@ pub async fn run(
         current: None,
     };
     let mut router = Router {
+        journal,
+        journal_failed: false,
+        mode: genesis.consensus.mode(),
+        wake: None,
         outlet: bus.outlet(),
         topics: config.topics.clone(),
         config,
@@ -133,6 +152,12 @@ pub async fn run(
                     break;
                 }
             }
+            _ = wake_at(router.wake) => {
+                router.wake = None;
+                if events.send((now_ms(), Event::Timer)).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     router.producer.cancel();
@@ -161,6 +186,14 @@ pub async fn run(
             info!(?stats, "node stopped");
             Ok(stats)
         }
+    }
+}
+
+/// Sleeps until the mode timer (tokio time, so paused-time tests drive it); never without one.
+async fn wake_at(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -233,6 +266,14 @@ impl Producer {
 
 /// Between the bus and the engine.
 struct Router {
+    /// The genesis' consensus mode (its messages topic).
+    mode: &'static str,
+    /// Where votes go before they are sent (PBFT).
+    journal: Option<Journal>,
+    /// The journal could not be written: no more votes leave this node.
+    journal_failed: bool,
+    /// When the engine's mode timer is due.
+    wake: Option<tokio::time::Instant>,
     config: NodeConfig,
     topics: Topics,
     outlet: Outlet,
@@ -308,6 +349,14 @@ impl Router {
                 Ok(reply) => Event::SyncReply(reply),
                 Err(e) => return self.refuse(&msg, &e.to_string()),
             },
+            Some(Route::Mode { mode }) if mode == self.mode => {
+                match decode::<ModeMessage>(&msg.payload, max) {
+                    Ok(m) => Event::Mode(m),
+                    Err(e) => return self.refuse(&msg, &e.to_string()),
+                }
+            }
+            // Another mode's messages (a node subscribes to every mode's topic).
+            Some(Route::Mode { .. }) => return Ok(None),
             _ => return self.refuse(&msg, "not a topic a node reads"),
         };
         Ok(Some(event))
@@ -337,6 +386,20 @@ impl Router {
                 self.mining_since = Some(self.producer.mine(job, template));
             }
             Action::CancelMining { job } => self.producer.cancel_job(job),
+            Action::Journal(msg) => {
+                if let Some(journal) = &mut self.journal {
+                    // A vote that cannot be made durable is not sent: the next action is its
+                    // publication, which the replica would otherwise disown after a restart.
+                    if let Err(e) = journal.append(&msg) {
+                        error!(node = %self.config.id, cause = %e, "cannot journal a vote; stopping");
+                        self.journal_failed = true;
+                    }
+                }
+            }
+            Action::Wake { at_ms } => {
+                let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
+                self.wake = Some(tokio::time::Instant::now() + wait);
+            }
             Action::Report(report) => {
                 match &report {
                     Report::Appended { block, mined: true } => {
@@ -416,6 +479,12 @@ impl Router {
             Publication::SyncReply { to, reply } => {
                 self.outlet
                     .publish(t.sync_reply(&to), encode(&reply), qos, false)
+                    .await
+            }
+            Publication::Mode(_) if self.journal_failed => return,
+            Publication::Mode(m) => {
+                self.outlet
+                    .publish(t.mode(self.mode), encode(&m), qos, false)
                     .await
             }
             Publication::DeadLetter {

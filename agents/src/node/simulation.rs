@@ -9,7 +9,7 @@
 //! every window produced in exactly one block of that chain; no cabinet released a window absent
 //! from it (and every window was released); the chain verifies. A failure names its seed and
 //! the command that replays it:
-//! `WATTCHAIN_SIM_SEED=<seed> cargo test -p wattchain --lib node::simulation::replay -- --nocapture`.
+//! `WATTCHAIN_SIM_SEED=<seed> [WATTCHAIN_SIM_MODE=pos] cargo test -p wattchain --lib node::simulation::replay -- --nocapture`.
 
 mod bft;
 
@@ -27,6 +27,9 @@ use crate::ledger::store::{ChainStore, Limits, MemLog};
 use crate::ledger::{digest_hex, Block, Genesis, GenesisSpec, Hash32, Miner, NodeKey, Timestamp};
 use crate::messages::{Average, WindowTask};
 use crate::topics::Quantity;
+
+#[path = "simulation_pos.rs"]
+mod pos_sim;
 
 /// Virtual milliseconds.
 type Ms = u64;
@@ -49,11 +52,20 @@ enum CabinetMsg {
 #[derive(Debug)]
 enum Due {
     Deliver(To),
-    Mined { node: usize, job: u64, block: Block },
+    Mined {
+        node: usize,
+        job: u64,
+        block: Block,
+    },
     Tick(usize),
+    /// A node's mode timer (stale ones are harmless: the engine checks the time).
+    Wake(usize),
     Produce(usize),
     Republish(usize),
-    Crash { node: usize, wipe: bool },
+    Crash {
+        node: usize,
+        wipe: bool,
+    },
     Restart(usize),
     Partition,
     Heal,
@@ -69,6 +81,8 @@ struct SimNode {
     /// Mining job in progress.
     job: Option<u64>,
     group: u8,
+    /// The vote journal on its disk (PBFT), kept or wiped with it.
+    journal: Vec<super::wire::ModeMessage>,
 }
 
 struct SimCabinet {
@@ -95,6 +109,21 @@ struct Plan {
     partitions: usize,
     liar: bool,
     produce_until: Ms,
+    /// Proof of stake instead of proof of work, with its scripted faults.
+    pos: Option<PosPlan>,
+}
+
+/// Proof-of-stake faults of one run.
+#[derive(Debug, Clone)]
+struct PosPlan {
+    /// A validator in the genesis that never runs (its rounds always time out).
+    offline: bool,
+    /// A node that signs two blocks for each of its slots and sends one to half the nodes.
+    equivocator: Option<usize>,
+    /// Stakes of the nodes (then of the offline validator).
+    stakes: Vec<u64>,
+    block_interval_ms: u64,
+    round_timeout_ms: u64,
 }
 
 /// The whole simulated world.
@@ -119,6 +148,8 @@ struct World {
     cancel: CancellationToken,
     dead_letters: u64,
     reorgs: u64,
+    /// Blocks the equivocator signed twice.
+    twins: u64,
 }
 
 fn sim_genesis(difficulty: u32, k: u64, name: &str) -> Genesis {
@@ -133,7 +164,7 @@ fn sim_genesis(difficulty: u32, k: u64, name: &str) -> Genesis {
 const START_MS: Ms = 1_800_000_000_000;
 
 impl World {
-    fn new(seed: u64) -> World {
+    fn new(seed: u64, pos: bool) -> World {
         let mut rng = SmallRng::seed_from_u64(seed);
         let plan = Plan {
             nodes: rng.random_range(3..=7),
@@ -150,6 +181,7 @@ impl World {
             partitions: rng.random_range(0..=2),
             liar: rng.random_bool(0.5),
             produce_until: 6_000,
+            pos: None,
         };
         let genesis = sim_genesis(4, 3, "sim");
         let mut world = World {
@@ -174,6 +206,7 @@ impl World {
             cancel: CancellationToken::new(),
             dead_letters: 0,
             reorgs: 0,
+            twins: 0,
             plan,
         };
         for n in 0..world.plan.nodes {
@@ -185,7 +218,13 @@ impl World {
                 disk: Some(MemLog::default()),
                 job: None,
                 group: 0,
+                journal: Vec::new(),
             });
+        }
+        if pos {
+            world.plan.pos = Some(pos_sim::plan(&mut world.rng, world.plan.nodes));
+            world.genesis = pos_sim::genesis(&world, "sim");
+            world.other_genesis = pos_sim::genesis(&world, "other");
         }
         for c in 0..world.plan.cabinets {
             let id = format!("c{c}");
@@ -284,6 +323,7 @@ impl World {
             ..EngineConfig::default()
         };
         let mut engine = Engine::new(&self.nodes[n].id, self.nodes[n].key.clone(), store, config);
+        engine.restore(self.nodes[n].journal.clone());
         let actions = engine.start(self.now);
         self.nodes[n].engine = Some(engine);
         self.nodes[n].job = None;
@@ -307,6 +347,24 @@ impl World {
     }
 
     fn deliver_node(&mut self, n: usize, event: Event) {
+        if std::env::var_os("WATTCHAIN_SIM_TRACE").is_some() {
+            let what = match &event {
+                Event::Head { head, best } => {
+                    format!("head #{} from {} best {best}", head.header.index, head.node)
+                }
+                Event::SyncRequest(r) => format!("sync request {:?} from {}", r.kind, r.from),
+                Event::SyncReply(r) => format!(
+                    "sync reply {} headers {} blocks from {}",
+                    r.headers.len(),
+                    r.blocks.len(),
+                    r.from
+                ),
+                _ => String::new(),
+            };
+            if !what.is_empty() {
+                self.log(&format!("{} <- {what}", self.nodes[n].id));
+            }
+        }
         let Some(engine) = self.nodes[n].engine.as_mut() else {
             return;
         };
@@ -320,8 +378,15 @@ impl World {
         let group = Some(self.nodes[n].group);
         for action in actions {
             match action {
+                Action::Wake { at_ms } => {
+                    let delay = at_ms.saturating_sub(self.now);
+                    self.at(delay, Due::Wake(n));
+                }
+                Action::Journal(msg) => self.nodes[n].journal.push(msg),
                 Action::Mine { job, template } => {
                     self.nodes[n].job = Some(job);
+                    // Modes without work (difficulty 0) only sign: a millisecond.
+                    let instant = template.difficulty == 0;
                     let block = template
                         .mine(
                             &self.miner,
@@ -331,7 +396,11 @@ impl World {
                         )
                         .expect("difficulty 4 is always found");
                     let mean = self.plan.block_time as f64;
-                    let delay = (-mean * (1.0 - self.rng.random::<f64>()).ln()) as Ms + 1;
+                    let delay = if instant {
+                        1
+                    } else {
+                        (-mean * (1.0 - self.rng.random::<f64>()).ln()) as Ms + 1
+                    };
                     self.at(
                         delay,
                         Due::Mined {
@@ -355,6 +424,7 @@ impl World {
 
     fn publish(&mut self, n: usize, group: Option<u8>, p: Publication) {
         match p {
+            Publication::Block(block) if self.is_equivocator(n) => self.equivocate(n, block),
             Publication::Block(block) => {
                 self.log(&format!(
                     "{} mined #{} {}",
@@ -439,7 +509,16 @@ impl World {
                     self.send(group, To::Cabinet(c, CabinetMsg::Reply(reply)));
                 }
             }
-            Publication::DeadLetter { .. } => self.dead_letters += 1,
+            Publication::Mode(msg) => {
+                // Every node, the sender too (the broker loops a node's own messages back).
+                for m in 0..self.nodes.len() {
+                    self.send(group, To::Node(m, Event::Mode(msg.clone())));
+                }
+            }
+            Publication::DeadLetter { topic, reason, .. } => {
+                self.log(&format!("{} refused {topic}: {reason}", self.nodes[n].id));
+                self.dead_letters += 1;
+            }
         }
     }
 
@@ -621,6 +700,11 @@ impl World {
                     );
                 }
             }
+            Due::Wake(n) => {
+                if self.nodes[n].engine.is_some() {
+                    self.deliver_node(n, Event::Timer);
+                }
+            }
             Due::Tick(n) => {
                 if self.nodes[n].engine.is_some() {
                     self.deliver_node(n, Event::Tick);
@@ -655,6 +739,9 @@ impl World {
                         disk.blocks.len()
                     ));
                     self.nodes[node].disk = Some(if wipe { MemLog::default() } else { disk });
+                    if wipe {
+                        self.nodes[node].journal.clear();
+                    }
                     self.nodes[node].job = None;
                     let t = self.rng.random_range(300..3_000);
                     self.at(t, Due::Restart(node));
@@ -693,6 +780,7 @@ impl World {
                 self.healed_at = self.now;
                 self.log("heal");
             }
+            Due::Lie if self.plan.pos.is_some() => self.lie_pos(),
             Due::Lie => self.lie(),
         }
     }
@@ -761,11 +849,12 @@ impl World {
 
     fn fail(&self, what: &str) -> ! {
         panic!(
-            "simulation seed {} failed: {what}{}\n  plan: {:?}\n  replay: WATTCHAIN_SIM_SEED={} WATTCHAIN_SIM_TRACE=1 cargo test -p wattchain --lib node::simulation::replay -- --nocapture",
+            "simulation seed {} failed: {what}{}\n  plan: {:?}\n  replay: WATTCHAIN_SIM_SEED={} WATTCHAIN_SIM_MODE={} WATTCHAIN_SIM_TRACE=1 cargo test -p wattchain --lib node::simulation::replay -- --nocapture",
             self.seed,
             self.describe(),
             self.plan,
-            self.seed
+            self.seed,
+            if self.plan.pos.is_some() { "pos" } else { "pow" }
         )
     }
 
@@ -841,13 +930,41 @@ impl World {
     }
 }
 
-/// Runs one seed to the end and checks it; returns (time to quiet after faults, reorgs).
-fn run_seed(seed: u64) -> (Ms, u64) {
-    let mut world = World::new(seed);
+/// What one run (or many) showed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcome {
+    /// Time to quiet after the faults (worst over many).
+    settle: Ms,
+    reorgs: u64,
+    /// Pos: slots the equivocator signed twice, and runs where its offence was recorded.
+    twins: u64,
+    recorded: u64,
+}
+
+impl Outcome {
+    fn merge(self, o: Outcome) -> Outcome {
+        Outcome {
+            settle: self.settle.max(o.settle),
+            reorgs: self.reorgs + o.reorgs,
+            twins: self.twins + o.twins,
+            recorded: self.recorded + o.recorded,
+        }
+    }
+}
+
+/// Runs one seed to the end and checks it.
+fn run_seed(seed: u64, pos: bool) -> Outcome {
+    let mut world = World::new(seed, pos);
     world.start();
     world.run_until(world.plan.produce_until + 1_000);
     let settle = world.check();
-    (settle, world.reorgs)
+    let recorded = if pos { world.check_offenders() } else { 0 };
+    Outcome {
+        settle,
+        reorgs: world.reorgs,
+        twins: world.twins,
+        recorded,
+    }
 }
 
 fn seeds(default: u64) -> u64 {
@@ -857,33 +974,34 @@ fn seeds(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Runs `count` seeds from `first` on every core; returns (worst settle time, reorgs).
-fn run_seeds(first: u64, count: u64) -> (Ms, u64) {
+/// Runs `count` seeds from `first` on every core.
+fn run_seeds(first: u64, count: u64, pos: bool) -> Outcome {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    let (mut worst, mut reorgs) = (0, 0);
-                    for seed in (first + t..first + count).step_by(threads as usize) {
-                        let (settle, r) = run_seed(seed);
-                        worst = worst.max(settle);
-                        reorgs += r;
-                    }
-                    (worst, reorgs)
+                    (first + t..first + count)
+                        .step_by(threads as usize)
+                        .fold(Outcome::default(), |acc, seed| {
+                            acc.merge(run_seed(seed, pos))
+                        })
                 })
             })
             .collect();
-        workers.into_iter().fold((0, 0), |(w, r), h| {
-            let (w2, r2) = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (w.max(w2), r + r2)
+        workers.into_iter().fold(Outcome::default(), |acc, h| {
+            acc.merge(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
         })
     })
 }
 
 #[test]
 fn every_window_lands_exactly_once_on_one_head_over_1000_seeds() {
-    let (worst, reorgs) = run_seeds(0, seeds(1000));
+    let Outcome {
+        settle: worst,
+        reorgs,
+        ..
+    } = run_seeds(0, seeds(1000), false);
     // The faults really happened: forks were resolved by reorgs across the seeds.
     assert!(
         reorgs > 0,
@@ -895,7 +1013,11 @@ fn every_window_lands_exactly_once_on_one_head_over_1000_seeds() {
 #[test]
 #[ignore = "long: WATTCHAIN_SIM_SEEDS=N (default 20000)"]
 fn many_more_seeds() {
-    let (worst, reorgs) = run_seeds(1_000_000, seeds(20_000));
+    let Outcome {
+        settle: worst,
+        reorgs,
+        ..
+    } = run_seeds(1_000_000, seeds(20_000), false);
     eprintln!("simulation: {reorgs} reorgs; worst settle time {worst} ms");
 }
 
@@ -905,8 +1027,12 @@ fn replay() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        let (settle, reorgs) = run_seed(seed);
-        eprintln!("seed {seed}: settled {settle} ms after the faults, {reorgs} reorgs");
+        let pos = std::env::var("WATTCHAIN_SIM_MODE").is_ok_and(|m| m == "pos");
+        let o = run_seed(seed, pos);
+        eprintln!(
+            "seed {seed}: settled {} ms after the faults, {} reorgs",
+            o.settle, o.reorgs
+        );
     }
 }
 

@@ -165,11 +165,15 @@ impl<L: ChainLog> Engine<L> {
         }
         if self.syncer.session.is_none() {
             // Anyone claiming more work than we have, whose head we do not know?
-            let ours = self.store.work();
+            // Among the peers not under a penalty: with equal claims (every node on one head
+            // under pos) the first one alone would otherwise be tried, for a minute if penalised.
+            let (ours, now) = (self.store.work(), self.now_ms);
+            let penalties = &self.syncer.penalties;
             let claim = self
                 .peers
                 .iter()
-                .filter(|(_, p)| p.work > ours && !self.store.knows(&p.hash))
+                .filter(|(id, _)| penalties.get(*id).is_none_or(|u| now >= *u))
+                .filter(|(_, p)| p.work > ours && self.store.work_of(&p.hash).is_none())
                 .max_by_key(|(_, p)| p.work)
                 .map(|(id, p)| (id.clone(), p.work));
             if let Some((peer, work)) = claim {

@@ -202,3 +202,54 @@ impl Validate for SyncReply {
         Ok(())
     }
 }
+
+/// A signed consensus message on `{root}/ledger/{mode}`: `sig` is the ed25519 signature by
+/// `from` over [`message_sign_bytes`](crate::ledger::consensus::message_sign_bytes) (the
+/// mode's tag, the chain id, the canonical JSON of `body`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeMessage {
+    /// Chain id.
+    pub chain: Hash32,
+    /// The signer's public key.
+    pub from: crate::ledger::PublicKey,
+    /// The mode's message.
+    pub body: serde_json::Map<String, serde_json::Value>,
+    /// The signature.
+    pub sig: crate::ledger::SignatureBytes,
+}
+
+impl ModeMessage {
+    /// `body` signed by `key` for `chain` under `tag`.
+    pub fn sign(
+        key: &crate::ledger::NodeKey,
+        tag: [u8; 4],
+        chain: Hash32,
+        body: serde_json::Map<String, serde_json::Value>,
+    ) -> ModeMessage {
+        let sig = key.sign(&crate::ledger::consensus::message_sign_bytes(
+            tag, &chain, &body,
+        ));
+        ModeMessage {
+            chain,
+            from: key.public(),
+            body,
+            sig,
+        }
+    }
+
+    /// Whether `sig` is `from`'s strict signature of this body for `chain` under `tag`.
+    pub fn verifies(&self, tag: [u8; 4]) -> bool {
+        crate::ledger::keys::verify(
+            &self.from,
+            &crate::ledger::consensus::message_sign_bytes(tag, &self.chain, &self.body),
+            &self.sig,
+        )
+    }
+}
+
+impl Validate for ModeMessage {
+    fn validate(&self) -> Result<(), MessageError> {
+        Ok(())
+    }
+}

@@ -421,7 +421,9 @@ fn record(topics: &Topics, topic: &str, payload: &[u8], seen: &mut Seen) {
             Some(Route::NodeHead { node }) => seen
                 .node_heads
                 .push((node, serde_json::from_slice(payload).ok()?)),
-            Some(Route::Header | Route::SyncRequest | Route::SyncReply { .. }) => {}
+            Some(
+                Route::Header | Route::SyncRequest | Route::SyncReply { .. } | Route::Mode { .. },
+            ) => {}
             None => {}
         }
         Some(())

@@ -39,6 +39,8 @@ pub fn fast_config(web: WebConfig) -> UpConfig {
         period: Duration::from_millis(50),
         window: 2,
         difficulty: 8,
+        consensus: "pow".into(),
+        mode_settings: Default::default(),
         nodes: 1,
         data_dir: PathBuf::new(),
         averagers: 2,

@@ -14,19 +14,22 @@
 //! # How a mode plugs in
 //!
 //! 1. Add `pos.rs` (or `pbft.rs`) here with a type implementing [`Consensus`] and a
-//!    `from_params(params, finality_depth)` constructor that refuses unknown keys.
-//! 2. Add its name to [`from_params`] and its per-node state to [`ModeState`].
+//!    `from_params(params, finality_depth, chain_id)` constructor that refuses unknown keys.
+//! 2. Add its name to [`MODES`], [`from_params`] and [`new_params`] (what `genesis new` and
+//!    `up` write), and its per-node state to [`ModeState`].
 //! 3. Seal bytes: hash-covered fields of the block's `consensus` object (e.g. `round`, `view`)
 //!    go through [`Consensus::seal`]; proofs that cannot be inside the hash (a PBFT commit
 //!    certificate) go in the block's `certificate` object, checked by
 //!    [`Consensus::check_producer`].
 //! 4. Messages ([`ModeAction::Broadcast`], [`ModeEvent::Message`]) are JSON objects; the node
-//!    carries them on `{root}/ledger/{mode}/…`, each with the chain id, signed with the node key
-//!    under the mode's own 4-byte tag (never `WCS1`).
+//!    engine carries them on `{root}/ledger/{mode}` in a signed envelope (chain id, sender key,
+//!    ed25519 over [`message_sign_bytes`] under the mode's own tag [`Consensus::message_tag`],
+//!    never `WCS1`) and hands the mode only messages whose signature verified.
 //!
 //! Nothing else changes: encoding, store, sync and the cabinets' light client call the trait.
 
 pub mod pbft;
+pub mod pos;
 pub mod pow;
 pub mod validators;
 
@@ -35,8 +38,16 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::block::Header;
-use super::encoding::{Hash32, PublicKey};
+use super::block::{Block, Header};
+use super::encoding::{Hash32, PublicKey, SignatureBytes};
+pub use validators::{parse_validator_arg, Validator, ValidatorSet};
+
+/// The modes this code knows, as genesis.json names them.
+pub const MODES: &[&str] = &[pow::MODE, pos::MODE, pbft::MODE];
+
+/// The modes that exchange signed messages on `{root}/ledger/{mode}` (a node subscribes to
+/// each and ignores those of another mode than its genesis').
+pub const MESSAGE_MODES: &[&str] = &[pos::MODE, pbft::MODE];
 
 /// Cumulative weight of a branch (pow: expected hashes, Σ 2^difficulty).
 pub type Work = u128;
@@ -61,7 +72,7 @@ pub enum ModeViolation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamsError {
     /// `mode` is missing or not a known mode.
-    #[error("consensus.mode {0:?} is not one of: pow")]
+    #[error("consensus.mode {0:?} is not one of: {modes}", modes = MODES.join(", "))]
     UnknownMode(String),
     /// A required key is absent.
     #[error("consensus.{0} is missing")]
@@ -95,6 +106,19 @@ pub struct View<'a> {
     pub me: &'a PublicKey,
     /// The engine's clock, milliseconds since the Unix epoch.
     pub now_ms: u64,
+    /// The chain rules for a block proposed on `head` (link, hash, signature, time, records),
+    /// leader and certificate aside: what a replica checks before it votes.
+    pub check: Checker<'a>,
+}
+
+/// The engine's check of a proposal (see [`View::check`]).
+#[derive(Clone, Copy)]
+pub struct Checker<'a>(pub &'a dyn Fn(&Block) -> Result<(), String>);
+
+impl fmt::Debug for Checker<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Checker")
+    }
 }
 
 /// What happened, from a mode's point of view.
@@ -106,12 +130,29 @@ pub enum ModeEvent<'a> {
     Ready,
     /// A timer the mode asked for fired.
     Timer,
-    /// A consensus message from another node (already checked for the chain id).
+    /// A consensus message (this node's own broadcasts come back too, through the broker):
+    /// the engine checked its chain id and its signature by `from`; whether `from` is a
+    /// validator is the mode's check.
     Message {
-        /// The sending node's id as it claims it (authenticate by signature, never by this).
-        from: &'a str,
-        /// The message object.
+        /// The verified signer.
+        from: &'a PublicKey,
+        /// The message body.
         payload: &'a Map<String, Value>,
+        /// The signature (a PBFT vote goes into certificates as it is).
+        sig: &'a SignatureBytes,
+    },
+    /// The block asked for with [`ModeAction::Produce`], built and signed, when the mode
+    /// [`proposes`](Consensus::proposes) blocks instead of appending them.
+    Produced {
+        /// The block.
+        block: &'a Block,
+    },
+    /// A valid block joined the block tree (main chain or side branch; from the bus or sync).
+    /// A mode may only note it here (equivocation evidence): [`ModeAction::Produce`] answering
+    /// this event is ignored.
+    Block {
+        /// Its header.
+        header: &'a Header,
     },
 }
 
@@ -126,21 +167,32 @@ pub enum ModeAction {
         /// The block's `consensus` object (absent under pow).
         consensus: Option<Map<String, Value>>,
     },
-    /// Deliver [`ModeEvent::Timer`] at this time (milliseconds since the epoch).
+    /// Deliver [`ModeEvent::Timer`] at this time (milliseconds since the epoch). The engine
+    /// keeps one mode timer, the earliest asked for: a later request for an earlier time
+    /// replaces it, one for a later time is dropped (every event asks the mode again, so a mode
+    /// re-asks after each wake-up).
     SetTimer {
         /// When.
         at_ms: u64,
     },
-    /// Send a consensus message to every node.
+    /// Send a consensus message (its body) to every node, this one included; the engine signs
+    /// it with the node key.
     Broadcast(Map<String, Value>),
+    /// Append this block (it carries its proof, e.g. a commit certificate) to the main chain
+    /// and publish it.
+    Append(Box<Block>),
 }
 
 /// A mode's per-node engine state (votes, round, view); none for pow.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum ModeState {
     /// Proof of work keeps no state of its own: the engine's mining is the whole protocol.
     #[default]
     Pow,
+    /// Proof of stake: the round schedule, the slots signed, equivocation evidence.
+    Pos(Box<pos::PosState>),
+    /// PBFT: the replica (view, votes sent and received, prepared certificate, timers).
+    Pbft(Box<pbft::replica::Replica>),
 }
 
 /// The rules and the protocol of one consensus mode.
@@ -150,6 +202,9 @@ pub trait Consensus: Send + Sync + fmt::Debug {
 
     /// The genesis `consensus` object this mode was built from (for writing genesis.json).
     fn params(&self) -> Map<String, Value>;
+
+    /// The 4-byte domain tag of this mode's signed messages (pow sends none).
+    fn message_tag(&self) -> [u8; 4];
 
     /// Which of the optional block keys `consensus` and `certificate` this mode's blocks carry
     /// (pow: none). A block with another is refused at parse time, like an unknown key.
@@ -162,7 +217,8 @@ pub trait Consensus: Send + Sync + fmt::Debug {
     fn seal(&self, consensus: Option<&Map<String, Value>>) -> Result<Vec<u8>, ModeViolation>;
 
     /// Step 9 of the validity rules: may this producer make this block on `parent`
-    /// (leader eligibility, certificate)? Pow: anyone; no certificate allowed.
+    /// (leader eligibility, certificate)? The header carries the block's `consensus` and
+    /// `certificate` objects. Pow: anyone; no certificate allowed.
     fn check_producer(&self, header: &Header, parent: &Header) -> Result<(), ModeViolation>;
 
     /// The weight `header` adds to its branch (fork choice: most cumulative weight).
@@ -173,6 +229,18 @@ pub trait Consensus: Send + Sync + fmt::Debug {
     fn is_final(&self, header: &Header, confirmations: u64) -> bool;
 
     /// The engine side: what to do after `event`, given the chain as `view` shows it.
+    /// Whether a produced block is handed back to the mode ([`ModeEvent::Produced`]) as a
+    /// proposal instead of joining the chain (PBFT: only certified blocks join it).
+    fn proposes(&self) -> bool {
+        false
+    }
+
+    /// Whether this node's consensus messages must be journaled durably before they are sent
+    /// (PBFT votes: a restarted replica must not vote two ways), and replayed at start.
+    fn journals(&self) -> bool {
+        false
+    }
+
     fn on_event(
         &self,
         state: &mut ModeState,
@@ -181,17 +249,60 @@ pub trait Consensus: Send + Sync + fmt::Debug {
     ) -> Vec<ModeAction>;
 }
 
-/// The mode a genesis `consensus` object names, with its parameters checked.
+/// The mode a genesis `consensus` object names, with its parameters checked. `chain_id` is the
+/// genesis' id (modes that verify signatures inside blocks need it).
 pub fn from_params(
     params: &Map<String, Value>,
     finality_depth: u64,
+    chain_id: Hash32,
 ) -> Result<Arc<dyn Consensus>, ParamsError> {
     match params.get("mode") {
         Some(Value::String(mode)) if mode == pow::MODE => {
             Ok(Arc::new(pow::Pow::from_params(params, finality_depth)?))
         }
+        Some(Value::String(mode)) if mode == pos::MODE => Ok(Arc::new(pos::Pos::from_params(
+            params,
+            finality_depth,
+            chain_id,
+        )?)),
+        Some(Value::String(mode)) if mode == pbft::MODE => {
+            Ok(Arc::new(pbft::Pbft::from_params(params, &chain_id)?))
+        }
         Some(Value::String(mode)) => Err(ParamsError::UnknownMode(mode.clone())),
         Some(other) => Err(ParamsError::UnknownMode(other.to_string())),
         None => Err(ParamsError::Missing("mode")),
     }
+}
+
+/// What `genesis new` and `up` know when they write a genesis: each mode takes what it uses and
+/// refuses settings that are not its own.
+#[derive(Debug, Clone, Default)]
+pub struct ModeOptions {
+    /// Proof of work: leading zero bits.
+    pub difficulty: u32,
+    /// Proof of stake, PBFT: the validators (any order; sorted by the mode).
+    pub validators: Vec<Validator>,
+    /// Mode-specific settings in genesis form (e.g. `block_interval_ms`), only those given.
+    pub settings: Map<String, Value>,
+}
+
+/// The genesis `consensus` object of `mode` from the command line's options (checked by the
+/// mode's `from_params` when the genesis is built).
+pub fn new_params(mode: &str, options: &ModeOptions) -> Result<Map<String, Value>, ParamsError> {
+    match mode {
+        pow::MODE => pow::new_params(options),
+        pos::MODE => pos::new_params(options),
+        pbft::MODE => pbft::new_params(options),
+        other => Err(ParamsError::UnknownMode(other.to_owned())),
+    }
+}
+
+/// The bytes a mode message's signature covers: `tag || chain id || canonical_json(body)`.
+pub fn message_sign_bytes(tag: [u8; 4], chain_id: &Hash32, body: &Map<String, Value>) -> Vec<u8> {
+    let json = super::genesis::canonical_json(&Value::Object(body.clone()));
+    let mut out = Vec::with_capacity(36 + json.len());
+    out.extend_from_slice(&tag);
+    out.extend_from_slice(&chain_id.0);
+    out.extend_from_slice(json.as_bytes());
+    out
 }

@@ -16,9 +16,13 @@ pub mod replica;
 use serde_json::{Map, Value};
 
 use self::certificate::Committee;
-use self::replica::proposed_view;
+use self::messages::{Signed, TAG};
+use self::replica::{proposed_view, Ctx, Out};
 use super::validators::ValidatorSet;
-use super::{ModeViolation, ParamsError, Work};
+use super::{
+    Consensus, ModeAction, ModeEvent, ModeOptions, ModeState, ModeViolation, ParamsError, View,
+    Work,
+};
 use crate::ledger::block::Header;
 use crate::ledger::encoding::Hash32;
 
@@ -34,6 +38,35 @@ pub const VIEW_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 50..=600_000;
 
 /// Largest f a genesis may ask for (N = 3f+1 = 64 validators).
 pub const MAX_F: u64 = 21;
+
+/// The genesis `consensus` object `genesis new` and `up` write: the validators, `f` from
+/// the settings or (when absent) the largest f with 3f+1 = N, and `view_timeout` (ms).
+pub fn new_params(options: &ModeOptions) -> Result<Map<String, Value>, ParamsError> {
+    let set = ValidatorSet::new(options.validators.clone(), false)?;
+    let n = set.len() as u64;
+    if options.settings.get("f").is_none() && (n < 4 || !(n - 1).is_multiple_of(3)) {
+        return Err(ParamsError::BadValue {
+            key: "validators",
+            reason: format!(
+                "{n} validators: PBFT needs exactly 3f+1 of them (4, 7, 10, …) to tolerate f faulty"
+            ),
+        });
+    }
+    let mut m = Map::new();
+    m.insert("mode".into(), MODE.into());
+    m.insert("validators".into(), set.to_value(false));
+    m.insert("f".into(), (n.saturating_sub(1) / 3).into());
+    m.insert("view_timeout".into(), DEFAULT_VIEW_TIMEOUT_MS.into());
+    for (k, v) in &options.settings {
+        if !["f", "view_timeout"].contains(&k.as_str()) {
+            return Err(ParamsError::UnknownKey(k.clone()));
+        }
+        m.insert(k.clone(), v.clone());
+    }
+    // The same checks a loader makes (3f+1 validators exactly), before anything is written.
+    Pbft::from_params(&m, &Hash32::ZERO)?;
+    Ok(m)
+}
 
 /// PBFT rules of one chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,5 +184,113 @@ impl Pbft {
     /// Each block after genesis weighs 1: the chain is one certified block per height.
     pub fn weight(header: &Header) -> Work {
         Work::from(header.index > 0)
+    }
+}
+
+impl Consensus for Pbft {
+    fn mode(&self) -> &'static str {
+        MODE
+    }
+
+    fn params(&self) -> Map<String, Value> {
+        Pbft::params(self)
+    }
+
+    fn message_tag(&self) -> [u8; 4] {
+        TAG
+    }
+
+    fn block_keys(&self) -> &'static [&'static str] {
+        &["consensus", "certificate"]
+    }
+
+    fn difficulty(&self, _index: u64) -> u32 {
+        0
+    }
+
+    fn seal(&self, consensus: Option<&Map<String, Value>>) -> Result<Vec<u8>, ModeViolation> {
+        Pbft::seal(consensus)
+    }
+
+    fn check_producer(&self, header: &Header, _parent: &Header) -> Result<(), ModeViolation> {
+        self.check_certified(header).map(|_| ())
+    }
+
+    fn weight(&self, header: &Header) -> Work {
+        Pbft::weight(header)
+    }
+
+    fn is_final(&self, header: &Header, _confirmations: u64) -> bool {
+        // A block in the tree passed `check_producer`: its certificate is 2f+1 commits.
+        header.index > 0 && header.certificate.is_some()
+    }
+
+    fn proposes(&self) -> bool {
+        true
+    }
+
+    fn journals(&self) -> bool {
+        true
+    }
+
+    fn on_event(
+        &self,
+        state: &mut ModeState,
+        view: &View<'_>,
+        event: &ModeEvent<'_>,
+    ) -> Vec<ModeAction> {
+        if !matches!(state, ModeState::Pbft(_)) {
+            *state = ModeState::Pbft(Box::default());
+        }
+        let ModeState::Pbft(replica) = state else {
+            return Vec::new();
+        };
+        let ctx = Ctx {
+            chain: self.chain,
+            me: *view.me,
+            head: view.head,
+            now_ms: view.now_ms,
+            pending: view.pending,
+            check: view.check.0,
+        };
+        let (c, base) = (&self.committee, self.view_timeout_ms);
+        let outs = match event {
+            ModeEvent::Head | ModeEvent::Ready | ModeEvent::Block { .. } => {
+                replica.on_tick(c, &ctx, base)
+            }
+            ModeEvent::Timer => replica.on_timer(c, &ctx, base),
+            ModeEvent::Message { from, payload, sig } => {
+                let mut out = Vec::new();
+                let signed = Signed {
+                    from: **from,
+                    body: (*payload).clone(),
+                    sig: **sig,
+                };
+                replica.on_message(c, &ctx, base, signed, &mut out);
+                out
+            }
+            ModeEvent::Produced { block } => replica.on_produced(c, &ctx, base, (*block).clone()),
+        };
+        let mut actions: Vec<ModeAction> = outs
+            .into_iter()
+            .map(|o| match o {
+                Out::Send(msg) => ModeAction::Broadcast(msg.body()),
+                Out::Produce { view } => {
+                    let mut consensus = Map::new();
+                    consensus.insert("view".into(), view.into());
+                    ModeAction::Produce {
+                        parent: ctx.head.hash,
+                        consensus: Some(consensus),
+                    }
+                }
+                Out::Append(block) => ModeAction::Append(block),
+                Out::Timer(at_ms) => ModeAction::SetTimer { at_ms },
+            })
+            .collect();
+        // The engine keeps only its earliest timer: ask again for ours after every event.
+        if let Some(at_ms) = replica.deadline() {
+            actions.push(ModeAction::SetTimer { at_ms });
+        }
+        actions
     }
 }

@@ -3,7 +3,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{Consensus, ModeAction, ModeEvent, ModeState, ModeViolation, ParamsError, View, Work};
+use super::{
+    Consensus, ModeAction, ModeEvent, ModeOptions, ModeState, ModeViolation, ParamsError, View,
+    Work,
+};
 use crate::ledger::block::Header;
 
 /// The mode's name in genesis.json.
@@ -56,6 +59,20 @@ impl Pow {
     }
 }
 
+/// `{"mode":"pow","difficulty":D}` for `genesis new`; validators and other settings are refused.
+pub fn new_params(options: &ModeOptions) -> Result<Map<String, Value>, ParamsError> {
+    if !options.validators.is_empty() {
+        return Err(ParamsError::UnknownKey("validators".into()));
+    }
+    if let Some(key) = options.settings.keys().next() {
+        return Err(ParamsError::UnknownKey(key.clone()));
+    }
+    let mut m = Map::new();
+    m.insert("mode".into(), MODE.into());
+    m.insert("difficulty".into(), options.difficulty.into());
+    Ok(m)
+}
+
 /// Refuses a difficulty no machine can meet, saying what it would cost.
 pub fn check_difficulty(difficulty: u32) -> Result<(), ParamsError> {
     if difficulty > MAX_DIFFICULTY {
@@ -82,6 +99,11 @@ impl Consensus for Pow {
         m.insert("mode".into(), MODE.into());
         m.insert("difficulty".into(), self.difficulty.into());
         m
+    }
+
+    fn message_tag(&self) -> [u8; 4] {
+        // Never used: proof of work sends no mode messages.
+        *b"WPW1"
     }
 
     fn block_keys(&self) -> &'static [&'static str] {

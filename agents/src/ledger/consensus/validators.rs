@@ -1,104 +1,146 @@
-//! The validator set of a genesis (pos, pbft): names, ed25519 keys and stakes, sorted by key.
-//!
-//! Interface of `/work/notes/consensus-seam.md` §1 (the pos branch owns this file; this copy
-//! lets the pbft core compile until the groundwork is merged).
+//! The validator set of a proof-of-stake or PBFT genesis: names, ed25519 keys and (for proof of
+//! stake) stakes, sorted by key bytes so that every node indexes them alike and the chain id is
+//! canonical.
 
 use serde_json::{Map, Value};
 
 use super::ParamsError;
 use crate::ledger::encoding::PublicKey;
-use crate::ledger::genesis::is_valid_name;
+
+/// Most validators a genesis may list (keeps leader draws and certificates small).
+pub const MAX_VALIDATORS: usize = 1024;
 
 /// One validator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validator {
-    /// Display name.
+    /// Display name (1..=64 characters of `A-Z a-z 0-9 . _ -`).
     pub name: String,
-    /// Its ed25519 key.
+    /// The node key it signs blocks and messages with.
     pub key: PublicKey,
-    /// Its stake (1 when stakes are not used).
+    /// Its stake (proof of stake; 1 when stakes are not used).
     pub stake: u64,
 }
 
-/// Validators sorted by key bytes ascending, names and keys unique, at least one.
+/// The validators, sorted by key bytes ascending, names and keys unique, at least one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatorSet {
     validators: Vec<Validator>,
 }
 
+fn bad(reason: String) -> ParamsError {
+    ParamsError::BadValue {
+        key: "validators",
+        reason,
+    }
+}
+
 impl ValidatorSet {
-    /// Reads `params["validators"]`; `stakes = false`: "stake" must be absent.
+    /// A set from validators in any order (sorted here); for `genesis new` and `up`.
+    pub fn new(mut validators: Vec<Validator>, stakes: bool) -> Result<ValidatorSet, ParamsError> {
+        validators.sort_by_key(|v| v.key.0);
+        let set = ValidatorSet { validators };
+        set.check(stakes)?;
+        Ok(set)
+    }
+
+    fn check(&self, stakes: bool) -> Result<(), ParamsError> {
+        let v = &self.validators;
+        if v.is_empty() {
+            return Err(bad("at least one validator is required".into()));
+        }
+        if v.len() > MAX_VALIDATORS {
+            return Err(bad(format!(
+                "{} validators, at most {MAX_VALIDATORS}",
+                v.len()
+            )));
+        }
+        for pair in v.windows(2) {
+            if pair[0].key.0 >= pair[1].key.0 {
+                return Err(bad(if pair[0].key == pair[1].key {
+                    format!("key {} is listed twice", pair[0].key)
+                } else {
+                    format!(
+                        "not sorted by key: {} comes before {}",
+                        pair[0].key, pair[1].key
+                    )
+                }));
+            }
+        }
+        let mut names: Vec<&str> = v.iter().map(|x| x.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|p| p[0] == p[1]) {
+            return Err(bad(format!("name {:?} is listed twice", pair[0])));
+        }
+        if let Some(x) = v
+            .iter()
+            .find(|x| !crate::ledger::genesis::is_valid_name(&x.name))
+        {
+            return Err(bad(format!(
+                "name {:?} is not 1..=64 characters of A-Z a-z 0-9 . _ -",
+                x.name
+            )));
+        }
+        if stakes {
+            if let Some(x) = v.iter().find(|x| x.stake == 0) {
+                return Err(bad(format!("{}: stake must be at least 1", x.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `params["validators"]`: `[{"name":"v1","key":"<64 hex>","stake":N}, …]`, already
+    /// sorted by key. With `stakes = false` (PBFT) `stake` must be absent.
     pub fn from_params(
         params: &Map<String, Value>,
         stakes: bool,
     ) -> Result<ValidatorSet, ParamsError> {
-        let bad = |reason: String| ParamsError::BadValue {
-            key: "validators",
-            reason,
+        let list = match params.get("validators") {
+            None => return Err(ParamsError::Missing("validators")),
+            Some(Value::Array(list)) => list,
+            Some(other) => return Err(bad(format!("{other} is not a list"))),
         };
-        let list = params
-            .get("validators")
-            .ok_or(ParamsError::Missing("validators"))?
-            .as_array()
-            .ok_or_else(|| bad("not an array".into()))?;
         let mut validators = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
-            let obj = item
-                .as_object()
-                .ok_or_else(|| bad(format!("[{i}] is not an object")))?;
+            let Value::Object(obj) = item else {
+                return Err(bad(format!("[{i}] is not an object")));
+            };
             let allowed: &[&str] = if stakes {
                 &["name", "key", "stake"]
             } else {
                 &["name", "key"]
             };
             if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-                return Err(bad(format!("[{i}].{k} is not a key of a validator")));
+                return Err(bad(format!("[{i}]: key {k:?} is not allowed")));
             }
-            let name = obj
-                .get("name")
-                .and_then(Value::as_str)
-                .filter(|n| is_valid_name(n))
-                .ok_or_else(|| bad(format!("[{i}].name is not 1..=64 of A-Z a-z 0-9 . _ -")))?;
-            let key = obj
-                .get("key")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(format!("[{i}].key is missing")))
-                .and_then(|k| PublicKey::from_hex(k).map_err(|e| bad(format!("[{i}].key: {e}"))))?;
+            let name = match obj.get("name") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(bad(format!("[{i}].name is missing or not a string"))),
+            };
+            let key = match obj.get("key") {
+                Some(Value::String(s)) => {
+                    PublicKey::from_hex(s).map_err(|e| bad(format!("[{i}].key ({name}): {e}")))?
+                }
+                _ => return Err(bad(format!("[{i}].key is missing or not a string"))),
+            };
             let stake = if stakes {
-                obj.get("stake")
-                    .and_then(Value::as_u64)
-                    .filter(|s| *s >= 1)
-                    .ok_or_else(|| bad(format!("[{i}].stake is not an integer ≥ 1")))?
+                match obj.get("stake") {
+                    Some(s) => s
+                        .as_u64()
+                        .filter(|_| !s.is_f64())
+                        .ok_or_else(|| bad(format!("[{i}].stake {s} is not an integer ≥ 1")))?,
+                    None => return Err(bad(format!("[{i}].stake ({name}) is missing"))),
+                }
             } else {
                 1
             };
-            validators.push(Validator {
-                name: name.to_owned(),
-                key,
-                stake,
-            });
+            validators.push(Validator { name, key, stake });
         }
-        if validators.is_empty() {
-            return Err(bad("at least one validator is needed".into()));
-        }
-        for pair in validators.windows(2) {
-            if pair[0].key >= pair[1].key {
-                return Err(bad(format!(
-                    "not sorted by key (ascending, unique): {} before {}",
-                    pair[0].key.short(),
-                    pair[1].key.short()
-                )));
-            }
-        }
-        let mut names: Vec<&str> = validators.iter().map(|v| v.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(pair) = names.windows(2).find(|p| p[0] == p[1]) {
-            return Err(bad(format!("name {} appears twice", pair[0])));
-        }
-        Ok(ValidatorSet { validators })
+        let set = ValidatorSet { validators };
+        set.check(stakes)?;
+        Ok(set)
     }
 
-    /// The `validators` array as genesis.json holds it.
+    /// The genesis form, sorted by key.
     pub fn to_value(&self, stakes: bool) -> Value {
         Value::Array(
             self.validators
@@ -116,9 +158,11 @@ impl ValidatorSet {
         )
     }
 
-    /// Position of `key` in the sorted set.
+    /// Index of `key` in the sorted set.
     pub fn position(&self, key: &PublicKey) -> Option<usize> {
-        self.validators.binary_search_by(|v| v.key.cmp(key)).ok()
+        self.validators
+            .binary_search_by(|v| v.key.0.cmp(&key.0))
+            .ok()
     }
 
     /// The validator at `index`.
@@ -126,7 +170,7 @@ impl ValidatorSet {
         self.validators.get(index)
     }
 
-    /// All validators, by key.
+    /// The validators in key order.
     pub fn iter(&self) -> impl Iterator<Item = &Validator> {
         self.validators.iter()
     }
@@ -136,41 +180,127 @@ impl ValidatorSet {
         self.validators.len()
     }
 
-    /// Never: a set has at least one validator.
+    /// Never true (a set has at least one validator); for clippy's `len` rule.
     pub fn is_empty(&self) -> bool {
         self.validators.is_empty()
     }
 
-    /// Sum of the stakes.
+    /// Sum of stakes (fits: at most 1024 × u64).
     pub fn total_stake(&self) -> u128 {
         self.validators.iter().map(|v| u128::from(v.stake)).sum()
     }
 }
 
-/// `--validator NAME=PUBKEY[:STAKE]` as the CLI reads it.
+/// `--validator NAME=PUBKEY[:STAKE]` as the CLI reads it (stake 1 when absent).
 pub fn parse_validator_arg(arg: &str) -> Result<Validator, String> {
     let (name, rest) = arg
         .split_once('=')
         .ok_or_else(|| format!("{arg:?} is not NAME=PUBKEY[:STAKE]"))?;
-    if !is_valid_name(name) {
-        return Err(format!(
-            "validator name {name:?} is not 1..=64 of A-Z a-z 0-9 . _ -"
-        ));
-    }
     let (key, stake) = match rest.split_once(':') {
-        Some((k, s)) => (
-            k,
-            s.parse::<u64>()
-                .ok()
-                .filter(|s| *s >= 1)
-                .ok_or_else(|| format!("stake {s:?} is not an integer ≥ 1"))?,
+        Some((key, stake)) => (
+            key,
+            stake
+                .parse::<u64>()
+                .map_err(|_| format!("{arg:?}: stake {stake:?} is not an integer"))?,
         ),
         None => (rest, 1),
     };
-    let key = PublicKey::from_hex(key).map_err(|e| format!("validator {name}: {e}"))?;
+    let key = PublicKey::from_hex(key)
+        .map_err(|e| format!("{arg:?}: the key is not 64 hex digits ({e})"))?;
+    if !crate::ledger::genesis::is_valid_name(name) {
+        return Err(format!(
+            "{arg:?}: name {name:?} is not 1..=64 characters of A-Z a-z 0-9 . _ -"
+        ));
+    }
     Ok(Validator {
         name: name.to_owned(),
         key,
         stake,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> PublicKey {
+        PublicKey([b; 32])
+    }
+
+    fn v(name: &str, b: u8, stake: u64) -> Validator {
+        Validator {
+            name: name.into(),
+            key: key(b),
+            stake,
+        }
+    }
+
+    #[test]
+    fn a_set_round_trips_through_its_genesis_form_sorted_by_key() {
+        let set = ValidatorSet::new(vec![v("b", 9, 2), v("a", 3, 5)], true).unwrap();
+        assert_eq!(set.get(0).unwrap().name, "a");
+        assert_eq!(set.total_stake(), 7);
+        assert_eq!(set.position(&key(9)), Some(1));
+        assert_eq!(set.position(&key(4)), None);
+        let mut params = Map::new();
+        params.insert("validators".into(), set.to_value(true));
+        assert_eq!(ValidatorSet::from_params(&params, true).unwrap(), set);
+    }
+
+    #[test]
+    fn unsorted_duplicate_zero_stake_and_stray_keys_are_refused() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                serde_json::json!([{"name":"b","key":key(9).to_hex(),"stake":1},{"name":"a","key":key(3).to_hex(),"stake":1}]),
+                "not sorted",
+            ),
+            (
+                serde_json::json!([{"name":"a","key":key(3).to_hex(),"stake":1},{"name":"a","key":key(4).to_hex(),"stake":1}]),
+                "listed twice",
+            ),
+            (
+                serde_json::json!([{"name":"a","key":key(3).to_hex(),"stake":0}]),
+                "at least 1",
+            ),
+            (serde_json::json!([]), "at least one"),
+            (
+                serde_json::json!([{"name":"a","key":key(3).to_hex()}]),
+                "stake (a) is missing",
+            ),
+        ];
+        for (list, needle) in cases {
+            let mut params = Map::new();
+            params.insert("validators".into(), list);
+            let err = ValidatorSet::from_params(&params, true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err} (wanted {needle})");
+        }
+        let mut params = Map::new();
+        params.insert(
+            "validators".into(),
+            serde_json::json!([{"name":"a","key":key(3).to_hex(),"stake":1}]),
+        );
+        let err = ValidatorSet::from_params(&params, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"stake\" is not allowed"), "{err}");
+    }
+
+    #[test]
+    fn validator_arguments_parse_with_and_without_stake() {
+        let hex = key(7).to_hex();
+        assert_eq!(
+            parse_validator_arg(&format!("v1={hex}:30")).unwrap(),
+            v("v1", 7, 30)
+        );
+        assert_eq!(parse_validator_arg(&format!("v1={hex}")).unwrap().stake, 1);
+        assert!(parse_validator_arg("v1")
+            .unwrap_err()
+            .contains("NAME=PUBKEY"));
+        assert!(parse_validator_arg(&format!("v1={hex}:x"))
+            .unwrap_err()
+            .contains("stake"));
+        assert!(parse_validator_arg("v1=abcd").unwrap_err().contains("hex"));
+    }
 }

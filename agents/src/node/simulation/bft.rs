@@ -5,8 +5,8 @@
 //! for other views and heights, sign for another genesis, send bogus VIEW-CHANGE / NEW-VIEW,
 //! and echo every honest PREPARE back to its sender only (split-brain collusion).
 //!
-//! Every message passes the engine's envelope check ([`Envelope::open`]: chain id and
-//! signature) before a replica sees it. Invariants after every run: **safety** (no two honest
+//! Every message passes the engine's envelope check (chain id and signature, as the
+//! engine checks a `ModeMessage`) before a replica sees it. Invariants after every run: **safety** (no two honest
 //! replicas append different blocks at one height, and every appended certificate verifies);
 //! **liveness** (once faults heal, every request is committed by every honest replica within
 //! a bound). With f+1 colluding Byzantine validators the same harness finds seeds where
@@ -21,12 +21,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 
 use crate::ledger::consensus::pbft::certificate::Committee;
-use crate::ledger::consensus::pbft::messages::{vote_body, Envelope, Message, Phase, Signed};
+use crate::ledger::consensus::pbft::messages::{vote_body, Message, Phase, Signed, TAG};
 use crate::ledger::consensus::pbft::replica::{Ctx, Out, Replica};
 use crate::ledger::consensus::pbft::Pbft;
 use crate::ledger::consensus::validators::ValidatorSet;
 use crate::ledger::keys::verify_block;
 use crate::ledger::{Block, BlockTemplate, Hash32, NodeKey, Timestamp};
+use crate::node::wire::ModeMessage as Envelope;
 
 type Ms = u64;
 const START: Ms = 1_800_000_000_000;
@@ -270,7 +271,7 @@ impl World {
                         msg.view(),
                         msg.height()
                     ));
-                    let env = Envelope::seal(&self.nodes[n].key, &self.pbft.chain, msg.body());
+                    let env = Envelope::sign(&self.nodes[n].key, TAG, self.pbft.chain, msg.body());
                     // Journaled before it leaves the node.
                     self.nodes[n].journal.push(Signed {
                         from: env.from,
@@ -371,12 +372,15 @@ impl World {
         if self.seen.len() < 4096 && self.rng.random_bool(0.05) {
             self.seen.push(env.clone());
         }
-        let signed = match env.open(&self.pbft.chain) {
-            Ok(s) => s,
-            Err(_) => {
-                self.refused += 1;
-                return;
-            }
+        // The engine's check: this chain, a signature that verifies.
+        if env.chain != self.pbft.chain || !env.verifies(TAG) {
+            self.refused += 1;
+            return;
+        }
+        let signed = Signed {
+            from: env.from,
+            body: env.body,
+            sig: env.sig,
         };
         if self.nodes[n].byzantine && self.plan.collude {
             self.echo(n, &signed);
@@ -407,9 +411,10 @@ impl World {
         }) = Message::parse(&signed.body)
         {
             for phase in [Phase::Prepare, Phase::Commit] {
-                let env = Envelope::seal(
+                let env = Envelope::sign(
                     &self.nodes[n].key,
-                    &self.pbft.chain,
+                    TAG,
+                    self.pbft.chain,
                     vote_body(phase, view, height, &hash),
                 );
                 self.send(n, x, || Due::Deliver(x, env.clone()));
@@ -430,7 +435,7 @@ impl World {
                         block: Box::new(block),
                     }
                     .body();
-                    let e = Envelope::seal(&self.nodes[n].key, &self.pbft.chain, body);
+                    let e = Envelope::sign(&self.nodes[n].key, TAG, self.pbft.chain, body);
                     self.send(n, to, || Due::Deliver(to, e.clone()));
                 }
             }
@@ -451,7 +456,7 @@ impl World {
                         None => fresh.clone(),
                     })),
                 };
-                let bad = Envelope::seal(&self.nodes[n].key, &self.pbft.chain, forged.body());
+                let bad = Envelope::sign(&self.nodes[n].key, TAG, self.pbft.chain, forged.body());
                 for to in 0..self.nodes.len() {
                     let e = if to % 2 == 0 {
                         env.clone()
@@ -474,9 +479,10 @@ impl World {
                 self.broadcast(n, &env);
                 // A conflicting vote for another hash to a random validator.
                 let to = self.rng.random_range(0..self.nodes.len());
-                let e = Envelope::seal(
+                let e = Envelope::sign(
                     &self.nodes[n].key,
-                    &self.pbft.chain,
+                    TAG,
+                    self.pbft.chain,
                     vote_body(phase, view, height, &Hash32(self.rng.random())),
                 );
                 self.send(n, to, || Due::Deliver(to, e.clone()));
@@ -495,13 +501,14 @@ impl World {
             height + self.rng.random_range(0..3),
             &Hash32(self.rng.random()),
         );
-        let mut forged = Envelope::seal(&self.nodes[n].key, &self.pbft.chain, body.clone());
+        let mut forged = Envelope::sign(&self.nodes[n].key, TAG, self.pbft.chain, body.clone());
         forged.from = self.nodes[victim].key.public();
-        let foreign = Envelope::seal(&self.nodes[n].key, &self.other_chain, body.clone());
-        let other_view = Envelope::seal(&self.nodes[n].key, &self.pbft.chain, body);
-        let mut bad_cert = Envelope::seal(
+        let foreign = Envelope::sign(&self.nodes[n].key, TAG, self.other_chain, body.clone());
+        let other_view = Envelope::sign(&self.nodes[n].key, TAG, self.pbft.chain, body);
+        let mut bad_cert = Envelope::sign(
             &self.nodes[n].key,
-            &self.pbft.chain,
+            TAG,
+            self.pbft.chain,
             Message::ViewChange {
                 view: self.rng.random_range(0..40),
                 height,

@@ -8,8 +8,8 @@
 use serde_json::{Map, Value};
 
 use crate::ledger::block::Block;
+use crate::ledger::consensus::message_sign_bytes;
 use crate::ledger::encoding::{Hash32, PublicKey, SignatureBytes};
-use crate::ledger::genesis::canonical_json;
 use crate::ledger::keys::verify;
 
 /// The 4-byte domain tag of every PBFT signature.
@@ -17,12 +17,7 @@ pub const TAG: [u8; 4] = *b"WPB1";
 
 /// The sign-bytes of a message body: `"WPB1" || chain id (32 bytes) || canonical_json(body)`.
 pub fn sign_bytes(chain: &Hash32, body: &Map<String, Value>) -> Vec<u8> {
-    let json = canonical_json(&Value::Object(body.clone()));
-    let mut out = Vec::with_capacity(36 + json.len());
-    out.extend_from_slice(&TAG);
-    out.extend_from_slice(&chain.0);
-    out.extend_from_slice(json.as_bytes());
-    out
+    message_sign_bytes(TAG, chain, body)
 }
 
 /// One validator's signature inside a certificate.
@@ -98,57 +93,6 @@ impl Signed {
             body: object(obj.get("body").unwrap_or(&Value::Null), "body")?.clone(),
             sig: SignatureBytes::from_hex(string(obj, "sig")?).map_err(|e| format!("sig: {e}"))?,
         })
-    }
-}
-
-/// A message on `{root}/ledger/pbft`: `{"chain","from","body","sig"}`, `sig` by `from` over
-/// [`sign_bytes`]`(chain, body)`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Envelope {
-    /// The chain id.
-    pub chain: Hash32,
-    /// The signer.
-    pub from: PublicKey,
-    /// The message body.
-    pub body: Map<String, Value>,
-    /// The signature.
-    pub sig: SignatureBytes,
-}
-
-impl Envelope {
-    /// Signs `body` with `key` for `chain`.
-    pub fn seal(
-        key: &crate::ledger::keys::NodeKey,
-        chain: &Hash32,
-        body: Map<String, Value>,
-    ) -> Envelope {
-        let sig = key.sign(&sign_bytes(chain, &body));
-        Envelope {
-            chain: *chain,
-            from: key.public(),
-            body,
-            sig,
-        }
-    }
-
-    /// The signed message, if it is for `chain` and its signature verifies.
-    pub fn open(&self, chain: &Hash32) -> Result<Signed, String> {
-        if self.chain != *chain {
-            return Err(format!("message for another chain {}", self.chain.short()));
-        }
-        let signed = Signed {
-            from: self.from,
-            body: self.body.clone(),
-            sig: self.sig,
-        };
-        if !signed.verifies(chain) {
-            return Err(format!(
-                "signature of {} does not verify",
-                self.from.short()
-            ));
-        }
-        Ok(signed)
     }
 }
 

@@ -127,6 +127,11 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// When the replica wants [`Replica::on_timer`] next.
+    pub fn deadline(&self) -> Option<u64> {
+        self.deadline
+    }
+
     fn timeout(&self, base: u64) -> u64 {
         base.saturating_mul(1 << self.failures.min(MAX_DOUBLINGS))
     }
@@ -330,7 +335,6 @@ impl Replica {
         if !self.changing
             && !self.appended
             && self.proposal.is_none()
-            && !self.producing
             && ctx.pending > 0
             && c.primary(self.view) == ctx.me
             && self
@@ -338,7 +342,8 @@ impl Replica {
                 .get(&(self.height, self.view))
                 .is_none_or(|s| s.proposal.is_none())
         {
-            self.producing = true;
+            // Asked again after every event until the block comes back (an engine busy with
+            // a sync or another job ignores the request).
             out.push(Out::Produce { view: self.view });
         }
         if !self.waiting(ctx) {
