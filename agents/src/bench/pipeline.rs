@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod modes;
 mod processes;
 mod report;
 mod tally;
@@ -33,7 +34,7 @@ use super::modbus::Spread;
 use crate::averager::{self, AveragerConfig};
 use crate::bus::{BrokerUrl, Bus, BusError, BusOptions, QoS};
 use crate::cabinet::{self, CabinetConfig, SourceConfig, SyntheticConfig};
-use crate::ledger::{Genesis, GenesisSpec, GENESIS_FILE};
+use crate::ledger::{Genesis, GENESIS_FILE};
 use crate::node::{self, NodeConfig};
 use crate::topics::Topics;
 
@@ -56,6 +57,12 @@ pub struct PipelineBench {
     /// Proof of work: leading zero bits of each block hash.
     #[arg(long, default_value_t = 8)]
     pub difficulty: u32,
+    /// Consensus mode: pow, or pos (the nodes are the validators, stake 1 each).
+    #[arg(long, default_value = "pow")]
+    pub consensus: String,
+    /// Proof of stake: the genesis block interval (default 1s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub block_interval: Option<Duration>,
     /// Seconds of production.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
@@ -98,6 +105,8 @@ impl PipelineBench {
             rate,
             window: 100,
             difficulty: 8,
+            consensus: "pow".into(),
+            block_interval: None,
             seconds,
             broker: None,
             averagers: 2,
@@ -213,8 +222,7 @@ async fn drive(
     let topics = Topics::default();
     let stop = CancellationToken::new();
     let mut roles: JoinSet<RoleEnd> = JoinSet::new();
-    let genesis = Genesis::new(GenesisSpec::pow(bench.difficulty))
-        .map_err(|_| PipelineBenchError::Invalid("difficulty must be 0..=40"))?;
+    let genesis = modes::genesis(bench, dir)?;
     genesis
         .write_new(&dir.join(GENESIS_FILE))
         .map_err(|_| PipelineBenchError::Invalid("cannot write the bench genesis"))?;
@@ -348,6 +356,7 @@ async fn drive(
     observer.close().await;
     let elapsed = tally.last_commit.map_or(Duration::ZERO, |t| t - start);
     let (committed, duplicated) = tally.in_chain_file(&chain_file);
+    let chain = modes::figures(&genesis, &chain_file);
     let blocks_final = std::fs::read_to_string(&chain_file)
         .map(|t| t.lines().count().saturating_sub(1) as u64)
         .unwrap_or(0);
@@ -378,6 +387,7 @@ async fn drive(
         rss_peak_kib,
         elapsed_s: elapsed.as_secs_f64(),
         roles: role_memory,
+        chain,
         failures,
     })
 }

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::modes::ChainFigures;
 use super::RoleMemory;
 use crate::bench::modbus::Spread;
 
@@ -46,6 +47,8 @@ pub struct PipelineReport {
     pub elapsed_s: f64,
     /// Memory of each child process (with `--processes`; empty otherwise).
     pub roles: Vec<RoleMemory>,
+    /// Block intervals, rounds and producer shares of the final chain.
+    pub chain: ChainFigures,
     /// Roles that stopped with an error.
     pub failures: Vec<String>,
 }
@@ -86,6 +89,29 @@ impl fmt::Display for PipelineReport {
             ms(self.window_to_block.p99_us),
             ms(self.window_to_block.max_us)
         )?;
+        let c = &self.chain;
+        writeln!(
+            f,
+            "  interval     mean {:.1} ms  p50 {:.1} ms  p99 {:.1} ms{}  rounds {:?}",
+            c.mean_interval_ms,
+            ms(c.block_interval.p50_us),
+            ms(c.block_interval.p99_us),
+            c.configured_interval_ms.map_or(String::new(), |i| format!(
+                " (configured {i} ms: {:+.1} %)",
+                (c.mean_interval_ms / i as f64 - 1.0) * 100.0
+            )),
+            c.rounds
+        )?;
+        for p in &c.producers {
+            writeln!(
+                f,
+                "  producer     {}…  {} blocks  {:.1} % of them  (stake {:.1} %)",
+                p.producer,
+                p.blocks,
+                p.share * 100.0,
+                p.stake_share * 100.0
+            )?;
+        }
         if self.roles.is_empty() {
             write!(
                 f,
