@@ -1088,3 +1088,74 @@ fn a_10000_block_branch_with_less_work_is_refused_with_memory_bounded() {
         "{orphans} orphans"
     );
 }
+
+/// A PBFT world: the same harness with 4 validator engines (f = 1) and a pbft genesis of their
+/// keys; at most one crash (with its disk, or wiped: an empty data dir), partitions, drops.
+fn pbft_world(seed: u64) -> World {
+    let mut world = World::new(seed, false);
+    world.plan.liar = false;
+    world.plan.crashes = world.plan.crashes.min(1);
+    while world.nodes.len() < 4 {
+        let key = NodeKey::from_seed(world.rng.random());
+        world.nodes.push(SimNode {
+            id: format!("n{}", world.nodes.len()),
+            key,
+            engine: None,
+            disk: Some(MemLog::default()),
+            job: None,
+            group: 0,
+            journal: Vec::new(),
+        });
+    }
+    world.nodes.truncate(4);
+    world.plan.nodes = 4;
+    let genesis = |name: &str| {
+        let validators = world
+            .nodes
+            .iter()
+            .map(|n| crate::ledger::consensus::Validator {
+                name: n.id.clone(),
+                key: n.key.public(),
+                stake: 1,
+            })
+            .collect();
+        let mut settings = serde_json::Map::new();
+        settings.insert("view_timeout".into(), 300.into());
+        let mut spec = GenesisSpec::pow(0);
+        spec.name = name.into();
+        spec.max_records_per_block = 16;
+        spec.created = Timestamp::from_millis(START_MS).expect("valid");
+        spec.consensus = crate::ledger::consensus::new_params(
+            "pbft",
+            &crate::ledger::consensus::ModeOptions {
+                validators,
+                settings,
+                ..Default::default()
+            },
+        )
+        .expect("pbft params");
+        Genesis::new(spec).expect("valid genesis")
+    };
+    world.genesis = genesis("sim");
+    world.other_genesis = genesis("other");
+    for cab in &mut world.cabinets {
+        cab.finality = Finality::new(&cab.id, &cab.agent, world.genesis.clone());
+    }
+    world
+}
+
+#[test]
+fn pbft_engines_commit_every_window_exactly_once_and_cabinets_release_on_certificates() {
+    // Engines, stores and cabinets cost more than the protocol-level runs of `bft` (1000
+    // seeds there); WATTCHAIN_PBFT_ENGINE_SEEDS=N for more.
+    let count = std::env::var("WATTCHAIN_PBFT_ENGINE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    for seed in 0..count {
+        let mut world = pbft_world(seed);
+        world.start();
+        world.run_until(world.plan.produce_until + 1_000);
+        world.check();
+    }
+}
