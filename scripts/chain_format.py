@@ -215,7 +215,7 @@ MODES = {
     "pow": Mode(pow_load, (), pow_seal, pow_check_difficulty, pow_check_producer,
                 lambda rules: "pow, difficulty %d" % rules["difficulty"]),
 }
-PLANNED_MODES = {"pbft": "issue 13"}
+PLANNED_MODES = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ class Block:
     """One parsed line of the chain file."""
 
     __slots__ = ("index", "timestamp", "ms", "previous_hash", "records", "difficulty", "nonce",
-                 "producer", "signature", "hash", "seal", "mode_keys", "consensus")
+                 "producer", "signature", "hash", "seal", "mode_keys", "consensus", "certificate")
 
 
 def parse_block(raw, genesis):
@@ -325,6 +325,7 @@ def block_from_json(obj, genesis):
     # (a block 0 that carries mode keys is not the derived one: step 3).
     block.mode_keys = [key for key in MODE_BLOCK_KEYS if key in obj]
     block.consensus = obj.get("consensus")
+    block.certificate = obj.get("certificate")
     block.seal = b"" if block.index == 0 else mode.seal(genesis.rules, obj)
     return block
 
@@ -397,7 +398,7 @@ def genesis_block(genesis):
     block.index, block.timestamp, block.ms = 0, genesis.created, genesis.created_ms
     block.previous_hash = genesis.chain_id.hex()
     block.records, block.difficulty, block.nonce, block.seal = [], 0, 0, b""
-    block.mode_keys, block.consensus = [], None
+    block.mode_keys, block.consensus, block.certificate = [], None, None
     block.producer, block.signature = ZERO_PRODUCER, ZERO_SIGNATURE
     block.hash = block_hash(block)
     return block
@@ -413,3 +414,7 @@ import mode_pos  # noqa: E402
 
 MODES["pos"] = Mode(mode_pos.load, ("consensus",), mode_pos.seal, mode_pos.check_difficulty,
                     mode_pos.check_producer, mode_pos.describe)
+import mode_pbft  # noqa: E402
+
+MODES["pbft"] = Mode(mode_pbft.load, ("consensus", "certificate"), mode_pbft.seal,
+                     mode_pbft.check_difficulty, mode_pbft.check_producer, mode_pbft.describe)

@@ -189,8 +189,9 @@ pub(crate) struct UpArgs {
     /// Ledger nodes, each with its own key and data directory (DATA_DIR/node-N).
     #[arg(long)]
     pub(crate) nodes: Option<usize>,
-    /// Consensus mode of a genesis created on first start (`[up] consensus`): pow, or pos (the
-    /// nodes' own keys are the validators, stake 1 each).
+    /// Consensus mode of a genesis created on first start (`[up] consensus`): pow, pos (the
+    /// nodes' own keys are the validators, stake 1 each) or pbft (the nodes are the
+    /// validators; --nodes must be 3f+1: 4, 7, 10, …).
     #[arg(long)]
     pub(crate) consensus: Option<String>,
     #[command(flatten)]
@@ -247,6 +248,8 @@ impl UpArgs {
         set(&mut up.consensus, &self.consensus);
         set_some(&mut up.block_interval, &self.mode.block_interval);
         set_some(&mut up.round_timeout, &self.mode.round_timeout);
+        set_some(&mut up.view_timeout, &self.mode.view_timeout);
+        set_some(&mut up.f, &self.mode.f);
         set(&mut up.data_dir, &self.data_dir);
         set(&mut up.averagers, &self.averagers);
         set(&mut up.churn, &self.churn);
@@ -471,28 +474,44 @@ pub(crate) struct ModeFlags {
     /// (default 2s); each later round twice as long as the one before, at most 16 times.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub(crate) round_timeout: Option<Duration>,
+    /// PBFT: faults tolerated; the genesis must list exactly 3f+1 validators (default: the
+    /// largest f the validators allow, e.g. 1 for 4).
+    #[arg(long = "f", value_name = "F")]
+    pub(crate) f: Option<u64>,
+    /// PBFT: how long a view may go without committing before the replicas change the
+    /// primary (default 2s); each further view change at one height doubles it.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub(crate) view_timeout: Option<Duration>,
 }
 
 impl ModeFlags {
     /// The settings given, in genesis form.
     pub(crate) fn settings(&self) -> serde_json::Map<String, serde_json::Value> {
-        ledger::consensus::duration_settings(&[
+        let mut m = ledger::consensus::duration_settings(&[
             ("block_interval_ms", self.block_interval),
             ("round_timeout_ms", self.round_timeout),
-        ])
+        ]);
+        if let Some(d) = self.view_timeout {
+            m.insert("view_timeout".into(), (d.as_millis() as u64).into());
+        }
+        if let Some(f) = self.f {
+            m.insert("f".into(), f.into());
+        }
+        m
     }
 }
 
 #[derive(Args)]
 pub(crate) struct GenesisNewArgs {
-    /// Consensus mode: pow (anyone mines) or pos (validators take turns by stake).
+    /// Consensus mode: pow (anyone mines), pos (validators take turns by stake) or pbft
+    /// (3f+1 validators commit each block with 2f+1 signatures: immediate finality).
     #[arg(long, default_value = "pow")]
     pub(crate) consensus: String,
     /// Proof of work: leading zero bits of every block hash, 0..=40.
     #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
     pub(crate) difficulty: u32,
-    /// A validator (pos), repeated: NAME=PUBKEY[:STAKE] with the key `wattchain node keygen`
-    /// printed; stake 1 when omitted.
+    /// A validator (pos, pbft), repeated: NAME=PUBKEY[:STAKE] with the key `wattchain node
+    /// keygen` printed; stake 1 when omitted (pbft has no stakes).
     #[arg(long = "validator", value_name = "NAME=PUBKEY[:STAKE]",
           value_parser = ledger::consensus::parse_validator_arg)]
     pub(crate) validators: Vec<ledger::consensus::Validator>,

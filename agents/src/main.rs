@@ -328,8 +328,21 @@ async fn run_up(file: &WattchainConfig) -> Result<ExitCode> {
                             .filter(|(_, v)| v.is_u64())
                             .map(|(k, v)| format!(" {k} {v}"))
                             .collect();
+                        // PBFT: how many COMMIT signatures certify it (and the time from
+                        // proposal to certificate instead of mining time).
+                        let commits = b
+                            .certificate
+                            .as_ref()
+                            .and_then(|c| c.get("commits"))
+                            .and_then(|c| c.as_array())
+                            .map(|c| c.len());
+                        let slot = match commits {
+                            Some(n) => format!("{slot} {n} signatures"),
+                            None => slot,
+                        };
+                        let made = if commits.is_some() { "committed" } else { "mined" };
                         out!(
-                            "block {:>5}  {}  by {:<7}{slot} windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  mined in {:.1} ms",
+                            "block {:>5}  {}  by {:<7}{slot} windows {:<14}  U {u:7.2} V  I {i:6.3} A  PA {pa:8.1} W  PR {pr:8.1} var  {made} in {:.1} ms",
                             b.index,
                             b.hash.short(),
                             moved.node,

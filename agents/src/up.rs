@@ -91,10 +91,7 @@ impl UpConfig {
             noise: !c.simulator.no_noise,
             difficulty: c.up.difficulty,
             consensus: c.up.consensus.clone(),
-            mode_settings: crate::ledger::consensus::duration_settings(&[
-                ("block_interval_ms", c.up.block_interval),
-                ("round_timeout_ms", c.up.round_timeout),
-            ]),
+            mode_settings: mode_settings(&c.up),
             nodes: c.up.nodes,
             data_dir: c.up.data_dir.clone(),
             averagers: c.up.averagers,
@@ -403,4 +400,19 @@ pub async fn run(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// `[up]`'s consensus settings in genesis form (only those given; the mode has the defaults).
+fn mode_settings(
+    up: &crate::config::sections::UpSection,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = crate::ledger::consensus::duration_settings(&[
+        ("block_interval_ms", up.block_interval),
+        ("round_timeout_ms", up.round_timeout),
+        ("view_timeout", up.view_timeout),
+    ]);
+    if let Some(f) = up.f {
+        m.insert("f".into(), f.into());
+    }
+    m
 }

@@ -205,8 +205,8 @@ const DOCS: &[(&str, &str, &[KeyDoc])] = &[
             ),
             (
                 "consensus",
-                "Consensus mode of a genesis created on first start: pow, or pos (the nodes' own \
-                 keys are the validators, stake 1 each).",
+                "Consensus mode of a genesis created on first start: pow, pos (the nodes' own keys \
+                 are the validators, stake 1 each) or pbft (nodes must be 3f+1).",
                 "",
             ),
             (
@@ -220,6 +220,13 @@ const DOCS: &[(&str, &str, &[KeyDoc])] = &[
                  (absent: 2s); each later round twice as long, at most 16 times.",
                 "\"2s\"",
             ),
+            (
+                "view_timeout",
+                "PBFT: how long a view may go without committing before the replicas change the \
+                 primary (absent: 2s); each further view change at one height doubles it.",
+                "\"2s\"",
+            ),
+            ("f", "PBFT: faults tolerated; nodes must be 3f+1 (absent: the largest f).", "1"),
             (
                 "churn",
                 "Simulator load churn: a period (\"2s\") or a range (\"1s..5s\"); \"off\" for none.",

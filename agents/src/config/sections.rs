@@ -474,6 +474,16 @@ pub struct UpSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub round_timeout: Option<Duration>,
+    /// PBFT: how long a view may go without committing (the mode's default when absent).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub view_timeout: Option<Duration>,
+    /// PBFT: faults tolerated (absent: the largest the node count allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f: Option<u64>,
     /// Simulator load churn.
     pub churn: Churn,
     /// Seed of the simulator.
@@ -494,6 +504,8 @@ impl Default for UpSection {
             consensus: crate::ledger::consensus::pow::MODE.to_owned(),
             block_interval: None,
             round_timeout: None,
+            view_timeout: None,
+            f: None,
             churn: "2s..5s".parse().expect("a churn range"),
             seed: None,
             http: DEFAULT_HTTP.parse().expect("DEFAULT_HTTP is an address"),

@@ -13,7 +13,8 @@ use tracing::{debug, info, warn};
 use super::assembler::{Assembler, Offer};
 use super::sync::Syncer;
 use super::wire::{HeadMessage, ModeMessage, SyncReply, SyncRequest};
-use crate::ledger::consensus::{Consensus, ModeAction, ModeEvent, ModeState, View};
+use crate::ledger::consensus::{Checker, Consensus, ModeAction, ModeEvent, ModeState, View};
+use crate::ledger::rules::{check_detached, check_records};
 use crate::ledger::store::{ChainLog, ChainStore, Change, Insert, Status, StoreError};
 use crate::ledger::{
     Block, BlockTemplate, Hash32, Header, NodeKey, Record, Timestamp, Violation, Work,
@@ -198,6 +199,9 @@ pub enum Action {
     },
     /// Tell the operator.
     Report(Report),
+    /// Append this consensus message to the node's journal and make it durable (before the
+    /// [`Publication::Mode`] that follows it is published).
+    Journal(ModeMessage),
     /// Deliver [`Event::Timer`] at this time (ms since the epoch); replaces an earlier request
     /// (the engine asks only for its earliest mode timer).
     Wake {
@@ -513,6 +517,13 @@ impl<L: ChainLog> Engine<L> {
             self.drive(ModeEvent::Head, out);
             return Ok(());
         }
+        if self.consensus.proposes() {
+            // A proposal, not a chain block yet: its records stay pending until it is
+            // certified (then `committed` takes them out) or another block commits them.
+            self.pending.restore(current.records);
+            self.drive(ModeEvent::Produced { block: &block }, out);
+            return Ok(());
+        }
         let insert = self.store.insert(block.clone())?;
         match &insert.status {
             Status::Extended => {
@@ -640,6 +651,7 @@ impl<L: ChainLog> Engine<L> {
             ModeEvent::Message {
                 from: &msg.from,
                 payload: &msg.body,
+                sig: &msg.sig,
             },
             out,
         );
@@ -668,6 +680,8 @@ impl<L: ChainLog> Engine<L> {
         let jitter = u64::from(self.key.public().0[0]) * self.config.tie_break_ms / 255;
         let contested = work <= self.rival_work
             || (tie && self.now_ms >= since + self.config.tie_break_ms + jitter);
+        let store = &self.store;
+        let check = |block: &Block| check_proposal(store, &head, block);
         let view = View {
             head: &head,
             pending: self.pending.ready(),
@@ -676,6 +690,7 @@ impl<L: ChainLog> Engine<L> {
             behind: self.peers.values().any(|p| p.work > work),
             me: &self.key.public(),
             now_ms: self.now_ms,
+            check: Checker(&check),
         };
         let actions = self.consensus.on_event(&mut self.mode, &view, &event);
         for action in actions {
@@ -702,10 +717,61 @@ impl<L: ChainLog> Engine<L> {
                         self.store.genesis().id(),
                         body,
                     );
+                    if self.consensus.journals() {
+                        // Durable before it leaves: the runtime writes, syncs, then publishes.
+                        out.push(Action::Journal(msg.clone()));
+                    }
                     out.push(Action::Publish(Publication::Mode(msg)));
+                }
+                ModeAction::Append(block) => {
+                    if let Err(e) = self.append_certified(*block, out) {
+                        warn!(node = %self.id, cause = %e, "cannot store a certified block");
+                    }
                 }
             }
         }
+    }
+
+    /// A block the mode certified (PBFT: 2f+1 commits): into the chain, then to everyone.
+    fn append_certified(&mut self, block: Block, out: &mut Vec<Action>) -> Result<(), StoreError> {
+        let insert = self.store.insert(block.clone())?;
+        match &insert.status {
+            Status::Extended | Status::Reorged => {
+                let mine = block.producer == self.key.public();
+                if mine {
+                    self.stats.mined += 1;
+                }
+                out.push(Action::Publish(Publication::Block(block.clone())));
+                self.apply(insert, mine.then_some(block.hash), out);
+            }
+            Status::Known | Status::Side => {}
+            other => warn!(node = %self.id, status = ?other, "a certified block was refused"),
+        }
+        Ok(())
+    }
+
+    /// Replays this node's journaled consensus messages into the mode before it starts (what
+    /// it would send again is not: it was sent before the restart).
+    pub fn restore(&mut self, journal: Vec<ModeMessage>) {
+        let (tag, chain, me) = (
+            self.consensus.message_tag(),
+            self.store.genesis().id(),
+            self.key.public(),
+        );
+        let mut ignored = Vec::new();
+        for msg in journal {
+            if msg.chain == chain && msg.from == me && msg.verifies(tag) {
+                self.drive(
+                    ModeEvent::Message {
+                        from: &msg.from,
+                        payload: &msg.body,
+                        sig: &msg.sig,
+                    },
+                    &mut ignored,
+                );
+            }
+        }
+        self.mode_timer = None;
     }
 
     fn produce(
@@ -884,4 +950,30 @@ impl<L: ChainLog> Engine<L> {
             payload: payload.iter().copied().take(256).collect(),
         }));
     }
+}
+
+/// What a replica checks of a block proposed on `head` before it votes: the chain rules except
+/// the leader/certificate step (hash, difficulty, signature, link, time, records, no window
+/// twice on this branch).
+fn check_proposal<L: ChainLog>(
+    store: &ChainStore<L>,
+    head: &Header,
+    block: &Block,
+) -> Result<(), String> {
+    let genesis = store.genesis();
+    let header = block.header();
+    if header.index != head.index + 1 || header.previous_hash != head.hash {
+        return Err(format!("not on our head #{}", head.index));
+    }
+    check_detached(genesis, &header).map_err(|v| v.to_string())?;
+    if header.timestamp < head.timestamp {
+        return Err(format!(
+            "timestamp {} before the parent's",
+            header.timestamp
+        ));
+    }
+    check_records(genesis, block, |cabinet, window| {
+        store.committed_in(cabinet, window)
+    })
+    .map_err(|v| v.to_string())
 }

@@ -12,6 +12,7 @@
 
 pub mod assembler;
 pub mod engine;
+pub mod journal;
 pub mod runtime;
 #[cfg(test)]
 mod simulation;

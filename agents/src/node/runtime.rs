@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::engine::{Action, Engine, Event, NodeStats, Publication, Report};
+use super::journal::{Journal, JOURNAL_FILE};
 use super::wire::{HeadMessage, HeaderMessage, ModeMessage, SyncReply, SyncRequest};
 use super::{settle_genesis, settle_key, NodeConfig, NodeError, ROLE};
 use crate::bus::{Bus, Incoming, Outlet, QoS};
@@ -63,12 +64,21 @@ pub async fn run(
             for w in report.warnings() {
                 warn!(path = %path.display(), "{w}");
             }
-            Ok((genesis, key, created, store))
+            let journal = if genesis.consensus.journals() {
+                let file = dir.join(JOURNAL_FILE);
+                let opened = Journal::open(&file, store.head().index + 1).map_err(|e| {
+                    NodeError::Config(format!("vote journal {}: {e}", file.display()))
+                })?;
+                Some(opened)
+            } else {
+                None
+            };
+            Ok((genesis, key, created, store, journal))
         })
         .await
         .map_err(|e| NodeError::Config(format!("opening the data directory panicked: {e}")))?
     };
-    let (genesis, key, created, store) = match opened.await {
+    let (genesis, key, created, store, journal) = match opened.await {
         Ok(v) => v,
         Err(e) => {
             bus.close().await;
@@ -77,7 +87,12 @@ pub async fn run(
     };
     info!(node = %config.id, chain = %genesis.id(), producer = %key.public(), new_key = created,
         blocks = store.len(), "node ready");
-    let engine = Engine::new(&config.id, key.clone(), store, config.engine());
+    let mut engine = Engine::new(&config.id, key.clone(), store, config.engine());
+    let journal = journal.map(|(journal, votes)| {
+        info!(node = %config.id, votes = votes.len(), path = %journal.path().display(), "vote journal replayed");
+        engine.restore(votes);
+        journal
+    });
     let instance = engine.instance();
     let (events, mut actions, chain) = spawn_chain(engine);
     let producer = Producer {
@@ -89,6 +104,8 @@ pub async fn run(
         current: None,
     };
     let mut router = Router {
+        journal,
+        journal_failed: false,
         mode: genesis.consensus.mode(),
         wake: None,
         outlet: bus.outlet(),
@@ -251,6 +268,10 @@ impl Producer {
 struct Router {
     /// The genesis' consensus mode (its messages topic).
     mode: &'static str,
+    /// Where votes go before they are sent (PBFT).
+    journal: Option<Journal>,
+    /// The journal could not be written: no more votes leave this node.
+    journal_failed: bool,
     /// When the engine's mode timer is due.
     wake: Option<tokio::time::Instant>,
     config: NodeConfig,
@@ -365,6 +386,16 @@ impl Router {
                 self.mining_since = Some(self.producer.mine(job, template));
             }
             Action::CancelMining { job } => self.producer.cancel_job(job),
+            Action::Journal(msg) => {
+                if let Some(journal) = &mut self.journal {
+                    // A vote that cannot be made durable is not sent: the next action is its
+                    // publication, which the replica would otherwise disown after a restart.
+                    if let Err(e) = journal.append(&msg) {
+                        error!(node = %self.config.id, cause = %e, "cannot journal a vote; stopping");
+                        self.journal_failed = true;
+                    }
+                }
+            }
             Action::Wake { at_ms } => {
                 let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
                 self.wake = Some(tokio::time::Instant::now() + wait);
@@ -450,6 +481,7 @@ impl Router {
                     .publish(t.sync_reply(&to), encode(&reply), qos, false)
                     .await
             }
+            Publication::Mode(_) if self.journal_failed => return,
             Publication::Mode(m) => {
                 self.outlet
                     .publish(t.mode(self.mode), encode(&m), qos, false)

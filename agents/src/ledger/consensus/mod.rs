@@ -28,6 +28,7 @@
 //!
 //! Nothing else changes: encoding, store, sync and the cabinets' light client call the trait.
 
+pub mod pbft;
 pub mod pos;
 pub mod pow;
 pub mod validators;
@@ -37,16 +38,16 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::block::Header;
-use super::encoding::{Hash32, PublicKey};
+use super::block::{Block, Header};
+use super::encoding::{Hash32, PublicKey, SignatureBytes};
 pub use validators::{parse_validator_arg, Validator, ValidatorSet};
 
 /// The modes this code knows, as genesis.json names them.
-pub const MODES: &[&str] = &[pow::MODE, pos::MODE];
+pub const MODES: &[&str] = &[pow::MODE, pos::MODE, pbft::MODE];
 
 /// The modes that exchange signed messages on `{root}/ledger/{mode}` (a node subscribes to
 /// each and ignores those of another mode than its genesis').
-pub const MESSAGE_MODES: &[&str] = &[pos::MODE];
+pub const MESSAGE_MODES: &[&str] = &[pos::MODE, pbft::MODE];
 
 /// Cumulative weight of a branch (pow: expected hashes, Σ 2^difficulty).
 pub type Work = u128;
@@ -108,6 +109,19 @@ pub struct View<'a> {
     pub me: &'a PublicKey,
     /// The engine's clock, milliseconds since the Unix epoch.
     pub now_ms: u64,
+    /// The chain rules for a block proposed on `head` (link, hash, signature, time, records),
+    /// leader and certificate aside: what a replica checks before it votes.
+    pub check: Checker<'a>,
+}
+
+/// The engine's check of a proposal (see [`View::check`]).
+#[derive(Clone, Copy)]
+pub struct Checker<'a>(pub &'a dyn Fn(&Block) -> Result<(), String>);
+
+impl fmt::Debug for Checker<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Checker")
+    }
 }
 
 /// What happened, from a mode's point of view.
@@ -127,6 +141,14 @@ pub enum ModeEvent<'a> {
         from: &'a PublicKey,
         /// The message body.
         payload: &'a Map<String, Value>,
+        /// The signature (a PBFT vote goes into certificates as it is).
+        sig: &'a SignatureBytes,
+    },
+    /// The block asked for with [`ModeAction::Produce`], built and signed, when the mode
+    /// [`proposes`](Consensus::proposes) blocks instead of appending them.
+    Produced {
+        /// The block.
+        block: &'a Block,
     },
     /// A valid block joined the block tree (main chain or side branch; from the bus or sync).
     /// A mode may only note it here (equivocation evidence): [`ModeAction::Produce`] answering
@@ -159,16 +181,21 @@ pub enum ModeAction {
     /// Send a consensus message (its body) to every node, this one included; the engine signs
     /// it with the node key.
     Broadcast(Map<String, Value>),
+    /// Append this block (it carries its proof, e.g. a commit certificate) to the main chain
+    /// and publish it.
+    Append(Box<Block>),
 }
 
 /// A mode's per-node engine state (votes, round, view); none for pow.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum ModeState {
     /// Proof of work keeps no state of its own: the engine's mining is the whole protocol.
     #[default]
     Pow,
     /// Proof of stake: the round schedule, the slots signed, equivocation evidence.
     Pos(Box<pos::PosState>),
+    /// PBFT: the replica (view, votes sent and received, prepared certificate, timers).
+    Pbft(Box<pbft::replica::Replica>),
 }
 
 /// The rules and the protocol of one consensus mode.
@@ -205,6 +232,18 @@ pub trait Consensus: Send + Sync + fmt::Debug {
     fn is_final(&self, header: &Header, confirmations: u64) -> bool;
 
     /// The engine side: what to do after `event`, given the chain as `view` shows it.
+    /// Whether a produced block is handed back to the mode ([`ModeEvent::Produced`]) as a
+    /// proposal instead of joining the chain (PBFT: only certified blocks join it).
+    fn proposes(&self) -> bool {
+        false
+    }
+
+    /// Whether this node's consensus messages must be journaled durably before they are sent
+    /// (PBFT votes: a restarted replica must not vote two ways), and replayed at start.
+    fn journals(&self) -> bool {
+        false
+    }
+
     fn on_event(
         &self,
         state: &mut ModeState,
@@ -229,6 +268,9 @@ pub fn from_params(
             finality_depth,
             chain_id,
         )?)),
+        Some(Value::String(mode)) if mode == pbft::MODE => {
+            Ok(Arc::new(pbft::Pbft::from_params(params, &chain_id)?))
+        }
         Some(Value::String(mode)) => Err(ParamsError::UnknownMode(mode.clone())),
         Some(other) => Err(ParamsError::UnknownMode(other.to_string())),
         None => Err(ParamsError::Missing("mode")),
@@ -262,6 +304,7 @@ pub fn new_params(mode: &str, options: &ModeOptions) -> Result<Map<String, Value
     match mode {
         pow::MODE => pow::new_params(options),
         pos::MODE => pos::new_params(options),
+        pbft::MODE => pbft::new_params(options),
         other => Err(ParamsError::UnknownMode(other.to_owned())),
     }
 }

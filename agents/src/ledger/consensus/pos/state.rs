@@ -73,7 +73,10 @@ impl PosState {
                 }
                 self.schedule(pos, view)
             }
-            ModeEvent::Head | ModeEvent::Ready | ModeEvent::Timer => self.schedule(pos, view),
+            // Pos appends what it produces; `Produced` never comes (`proposes` is false).
+            ModeEvent::Head | ModeEvent::Ready | ModeEvent::Timer | ModeEvent::Produced { .. } => {
+                self.schedule(pos, view)
+            }
         }
     }
 
