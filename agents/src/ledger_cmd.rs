@@ -61,7 +61,7 @@ fn node_config(args: &NodeRunArgs, default_id: &str) -> Result<NodeConfig> {
         config.max_pending = m;
     }
     if let Some(t) = args.threads {
-        config.threads = t.max(1);
+        config.threads = t;
     }
     config.validate()?;
     Ok(config)

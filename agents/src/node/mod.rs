@@ -33,6 +33,9 @@ pub use runtime::{run, MinedBlock};
 /// The role name, used in status and dead-letter topics.
 pub const ROLE: &str = "node";
 
+/// Most mining threads a node runs.
+pub const MAX_THREADS: usize = 1024;
+
 /// How a node runs. Every default lives here (the command line only overrides).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,7 +44,7 @@ pub struct NodeConfig {
     pub id: String,
     /// Directory of `genesis.json`, `node.key` and `chain.jsonl`.
     pub data_dir: PathBuf,
-    /// Mining threads (0: one per core).
+    /// Mining threads, 1..=[`MAX_THREADS`] (default: one per core).
     pub threads: usize,
     /// Most records per block this node builds (the genesis may allow fewer).
     pub max_records_per_block: usize,
@@ -75,7 +78,9 @@ impl Default for NodeConfig {
         NodeConfig {
             id: "node".into(),
             data_dir: PathBuf::from("data"),
-            threads: 0,
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_THREADS),
             max_records_per_block: engine.max_records_per_block,
             max_pending: engine.max_pending,
             max_payload: 1 << 20,
@@ -145,8 +150,20 @@ impl NodeConfig {
                 self.max_records_per_block
             ));
         }
-        if self.max_pending == 0 || self.max_side_blocks == 0 || self.max_sync_headers == 0 {
-            return bad("max pending, side blocks and sync headers must be at least 1".into());
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return bad(format!(
+                "mining threads (--threads) must be 1..={MAX_THREADS}, not {} (leave it out for one per core)",
+                self.threads
+            ));
+        }
+        for (what, value) in [
+            ("windows in progress (--max-pending)", self.max_pending),
+            ("blocks kept on lighter branches", self.max_side_blocks),
+            ("headers held while syncing", self.max_sync_headers),
+        ] {
+            if value == 0 {
+                return bad(format!("{what} must be at least 1, not 0"));
+            }
         }
         if self.max_payload < 64 << 10 {
             return bad(format!("max payload {} is below 64 KiB", self.max_payload));
@@ -204,11 +221,7 @@ impl NodeConfig {
 
     /// Mining threads to run.
     pub fn mining_threads(&self) -> usize {
-        if self.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.threads
-        }
+        self.threads.clamp(1, MAX_THREADS)
     }
 }
 
