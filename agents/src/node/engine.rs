@@ -64,6 +64,9 @@ pub struct EngineConfig {
     /// mines a block to break it; plus up to as much again, different for every node (from its
     /// key), so that one node usually breaks it alone instead of all at once.
     pub tie_break_ms: u64,
+    /// Under pow, how long a node whose turn it is not waits for the block of the node whose
+    /// turn it is (see [`turn`](super::turn)) before mining on the same head itself.
+    pub handoff_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             peer_timeout_ms: 30_000,
             announce_every_ms: 2_000,
             tie_break_ms: 500,
+            handoff_ms: 400,
         }
     }
 }
@@ -256,6 +260,8 @@ pub struct Engine<L: ChainLog> {
     instance: u64,
     /// Inserting a batch of blocks from sync: announce and mine once, at its end.
     pub(super) in_batch: bool,
+    /// The head this node has been waiting on for another node's turn, and since when.
+    pub(super) waiting: Option<(Hash32, u64)>,
     stats: NodeStats,
 }
 
@@ -289,6 +295,7 @@ impl<L: ChainLog> Engine<L> {
             tie_since: None,
             instance: rand::random(),
             in_batch: false,
+            waiting: None,
             stats: NodeStats::default(),
             store,
         };
@@ -619,7 +626,11 @@ impl<L: ChainLog> Engine<L> {
         for action in actions {
             match action {
                 ModeAction::Produce { parent, consensus } => {
-                    if self.job.is_some() || parent != head.hash || self.syncer.active() {
+                    if self.job.is_some()
+                        || parent != head.hash
+                        || self.syncer.active()
+                        || !self.my_turn(&head)
+                    {
                         continue;
                     }
                     self.produce(&head, consensus, out);

@@ -5,6 +5,7 @@
 //! - [`engine`]: the sans-IO state machine (events → actions) over the block tree.
 //! - [`assembler`]: four averages → one record; duplicates, bounds, records given back.
 //! - [`sync`]: headers-first sync, bounded, lies refused.
+//! - `turn`: under pow, the nodes take turns by height to mine (fewer stale blocks).
 //! - [`wire`]: head, header and sync payloads.
 //! - [`runtime`]: the MQTT side: a chain handle owning the engine on a blocking thread, a
 //!   producer (the miner) and a router between the bus and the engine.
@@ -16,6 +17,7 @@ pub mod runtime;
 #[cfg(test)]
 mod simulation;
 pub mod sync;
+mod turn;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
