@@ -4,15 +4,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use wattchain::bench;
-use wattchain::bus::{BrokerUrl, BusOptions};
-use wattchain::ha::HaConfig;
+use wattchain::config::file::{BusSection, HaSection, WebSection};
+use wattchain::config::WattchainConfig;
 use wattchain::ledger;
-use wattchain::sim::ChurnSpec;
-use wattchain::topics::{DiscoveryTopics, Quantity, Topics, DEFAULT_HA_PREFIX};
-use wattchain::web::{HttpListen, HttpSettings, WebConfig};
+use wattchain::sim::{Churn, ChurnSpec};
+use wattchain::topics::Quantity;
+use wattchain::web::HttpListen;
+
+mod help;
+
+/// The command line with every flag's default shown in its help.
+pub(crate) fn command() -> clap::Command {
+    help::with_defaults(Cli::command())
+}
 
 /// wattchain: electrical cabinet measurements over MQTT into a signed chain kept by ledger nodes.
 ///
@@ -20,6 +26,10 @@ use wattchain::web::{HttpListen, HttpSettings, WebConfig};
 #[derive(Parser)]
 #[command(name = "wattchain", version, about, long_about = None)]
 pub(crate) struct Cli {
+    /// Configuration file (TOML; `wattchain generate-config` prints every key and default).
+    /// Flags given override it; it overrides the defaults.
+    #[arg(long, global = true, env = "WATTCHAIN_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 }
@@ -57,18 +67,16 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Print the whole configuration file (wattchain.toml), every key with its default.
+    GenerateConfig,
 }
 
-/// How agents reach the broker.
+/// How agents reach the broker (`[bus]`).
 #[derive(Args, Clone)]
 pub(crate) struct BusArgs {
     /// Broker URL: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS.
-    #[arg(
-        long,
-        default_value = "mqtt://127.0.0.1:1883",
-        env = "WATTCHAIN_BROKER"
-    )]
-    pub(crate) broker: String,
+    #[arg(long, env = "WATTCHAIN_BROKER")]
+    pub(crate) broker: Option<String>,
     /// MQTT username.
     #[arg(long, env = "WATTCHAIN_USERNAME")]
     pub(crate) username: Option<String>,
@@ -79,27 +87,36 @@ pub(crate) struct BusArgs {
     #[arg(long)]
     pub(crate) ca_file: Option<PathBuf>,
     /// Root of every topic.
-    #[arg(long, default_value = wattchain::topics::DEFAULT_ROOT)]
-    pub(crate) root: String,
+    #[arg(long)]
+    pub(crate) root: Option<String>,
 }
 
 impl BusArgs {
-    pub(crate) fn options(&self, id: &str, role: &str) -> Result<BusOptions> {
-        let url: BrokerUrl = self.broker.parse()?;
-        let mut o = BusOptions::new(url, id, role);
-        o.topics = self.topics()?;
-        o.username.clone_from(&self.username);
-        o.password.clone_from(&self.password);
-        o.ca_file.clone_from(&self.ca_file);
-        Ok(o)
-    }
-
-    pub(crate) fn topics(&self) -> Result<Topics> {
-        Ok(Topics::new(&self.root)?)
+    /// The flags given, over `bus`.
+    pub(crate) fn apply(&self, bus: &mut BusSection) {
+        set(&mut bus.broker, &self.broker);
+        set_some(&mut bus.username, &self.username);
+        set_some(&mut bus.password, &self.password);
+        set_some(&mut bus.ca_file, &self.ca_file);
+        set(&mut bus.root, &self.root);
     }
 }
 
-/// How the HTTP API is protected and shared (with `--http`).
+/// `*field = value` when the flag was given.
+fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
+    if let Some(v) = flag {
+        field.clone_from(v);
+    }
+}
+
+/// `*field = Some(value)` when the flag was given.
+fn set_some<T: Clone>(field: &mut Option<T>, flag: &Option<T>) {
+    if flag.is_some() {
+        field.clone_from(flag);
+    }
+}
+
+/// How the HTTP API is protected and shared (with `--http`; `[web]`).
 #[derive(Args, Clone)]
 pub(crate) struct HttpArgs {
     /// Bearer token every API request must carry (Authorization: Bearer TOKEN). Without it,
@@ -112,17 +129,12 @@ pub(crate) struct HttpArgs {
 }
 
 impl HttpArgs {
-    /// The web service's settings for `--http` (or `None` for `off`).
-    pub(crate) fn settings(&self, http: HttpListen, topics: Topics) -> Option<HttpSettings> {
-        http.0.map(|listen| HttpSettings {
-            listen,
-            web: WebConfig {
-                token: self.http_token.clone().filter(|t| !t.is_empty()),
-                cors: self.http_cors.clone(),
-                topics,
-                ..WebConfig::default()
-            },
-        })
+    /// The flags given, over `web`.
+    pub(crate) fn apply(&self, web: &mut WebSection) {
+        set_some(&mut web.http_token, &self.http_token);
+        if !self.http_cors.is_empty() {
+            web.http_cors.clone_from(&self.http_cors);
+        }
     }
 }
 
@@ -133,69 +145,111 @@ pub(crate) enum Switch {
     Off,
 }
 
-/// Home Assistant MQTT discovery.
+/// Home Assistant MQTT discovery (`[ha]`).
 #[derive(Args, Clone)]
 pub(crate) struct HaArgs {
     /// Home Assistant MQTT discovery: `on` publishes retained configs (a device per cabinet,
     /// its sensors, the ledger), `off` removes them from Home Assistant.
-    #[arg(long, value_enum, default_value = "on")]
-    pub(crate) ha_discovery: Switch,
+    #[arg(long, value_enum)]
+    pub(crate) ha_discovery: Option<Switch>,
     /// Home Assistant's discovery prefix (as set in its MQTT options).
-    #[arg(long, default_value = DEFAULT_HA_PREFIX)]
-    pub(crate) ha_prefix: String,
+    #[arg(long)]
+    pub(crate) ha_prefix: Option<String>,
 }
 
 impl HaArgs {
-    pub(crate) fn config(&self) -> Result<HaConfig> {
-        Ok(HaConfig {
-            enabled: self.ha_discovery == Switch::On,
-            topics: DiscoveryTopics::new(&self.ha_prefix)?,
-        })
+    /// The flags given, over `ha`.
+    pub(crate) fn apply(&self, ha: &mut HaSection) {
+        set(
+            &mut ha.discovery,
+            &self.ha_discovery.map(|s| s == Switch::On),
+        );
+        set(&mut ha.prefix, &self.ha_prefix);
     }
 }
 
+/// `wattchain up`: its own `[up]` keys, and those of the agents it runs.
 #[derive(Args)]
 pub(crate) struct UpArgs {
-    /// Broker address (0.0.0.0:1883 exposes it to the network).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    pub(crate) listen: SocketAddr,
+    /// Broker address (`[broker] listen`; 0.0.0.0:1883 exposes it to the network).
+    #[arg(long)]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Also serve MQTT over WebSocket on ADDR (`[broker.ws] listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) ws: Option<SocketAddr>,
     /// Cabinet poll period.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub(crate) period: Duration,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) period: Option<Duration>,
     /// Samples per window.
-    #[arg(long, default_value_t = 4)]
-    pub(crate) window: usize,
+    #[arg(long)]
+    pub(crate) window: Option<usize>,
     /// Proof of work of a genesis created on first start: leading zero bits of each block hash.
-    #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
-    pub(crate) difficulty: u32,
+    #[arg(long)]
+    pub(crate) difficulty: Option<u32>,
     /// Ledger nodes, each with its own key and data directory (DATA_DIR/node-N).
-    #[arg(long, default_value_t = 1)]
-    pub(crate) nodes: usize,
+    #[arg(long)]
+    pub(crate) nodes: Option<usize>,
     /// Where the genesis, the nodes' chains and the cabinet's outbox are written.
-    #[arg(long, default_value = "data")]
-    pub(crate) data_dir: PathBuf,
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
     /// Number of averaging agents.
-    #[arg(long, default_value_t = 2)]
-    pub(crate) averagers: usize,
+    #[arg(long)]
+    pub(crate) averagers: Option<usize>,
     /// Simulator load churn: a period ("2s") or a range ("1s..5s"); "off" to disable.
-    #[arg(long, default_value = "2s..5s")]
-    pub(crate) churn: String,
+    #[arg(long)]
+    pub(crate) churn: Option<Churn>,
     /// Seed for the simulator (noise and churn), for reproducible runs.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
     /// Cabinet id.
-    #[arg(long, default_value = "c1")]
-    pub(crate) cabinet: String,
-    /// Seconds before an uncommitted window is re-published.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub(crate) commit_deadline: Duration,
+    #[arg(long)]
+    pub(crate) cabinet: Option<String>,
+    /// A window not committed by then is published again.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) commit_deadline: Option<Duration>,
+    /// QoS of quadruplets (0 or 1).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub(crate) quad_qos: Option<u8>,
+    /// Root of every topic.
+    #[arg(long)]
+    pub(crate) root: Option<String>,
+    /// Mining threads, shared by the nodes (0: every core).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
     /// HTTP API, dashboard and /metrics address ("off" to disable; port 0 picks a free one).
-    #[arg(long, default_value = wattchain::web::DEFAULT_HTTP, value_name = "ADDR|off")]
-    pub(crate) http: HttpListen,
+    #[arg(long, value_name = "ADDR|off")]
+    pub(crate) http: Option<HttpListen>,
     #[command(flatten)]
     pub(crate) http_args: HttpArgs,
     #[command(flatten)]
     pub(crate) ha: HaArgs,
+}
+
+impl UpArgs {
+    /// The flags given, over `config`.
+    pub(crate) fn apply(&self, config: &mut WattchainConfig) {
+        set(&mut config.broker.listen, &self.listen);
+        if let Some(listen) = self.ws {
+            config.broker.ws = Some(wattchain_broker::WsConfig { listen });
+        }
+        let (up, cabinet) = (&mut config.up, &mut config.cabinet);
+        set(&mut cabinet.period, &self.period);
+        set(&mut cabinet.window, &self.window);
+        set(&mut cabinet.commit_deadline, &self.commit_deadline);
+        set(&mut up.difficulty, &self.difficulty);
+        set(&mut up.nodes, &self.nodes);
+        set(&mut up.data_dir, &self.data_dir);
+        set(&mut up.averagers, &self.averagers);
+        set(&mut up.churn, &self.churn);
+        set_some(&mut up.seed, &self.seed);
+        set(&mut up.cabinet, &self.cabinet);
+        set(&mut up.http, &self.http);
+        set(&mut config.bus.quad_qos, &self.quad_qos);
+        set(&mut config.bus.root, &self.root);
+        set(&mut config.node.threads, &self.threads);
+        self.http_args.apply(&mut config.web);
+        self.ha.apply(&mut config.ha);
+    }
 }
 
 #[derive(Args)]
@@ -203,39 +257,51 @@ pub(crate) struct UpArgs {
 pub(crate) struct BrokerArgs {
     #[command(subcommand)]
     pub(crate) command: Option<BrokerCommand>,
-    /// Configuration file (TOML); see `wattchain broker generate-config`.
-    #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
-    /// Address of the public MQTT port (overrides the file); 0.0.0.0:1883 exposes it.
+    /// Address of the public MQTT port (`[broker] listen`); 0.0.0.0:1883 exposes it.
     #[arg(long)]
     pub(crate) listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
 pub(crate) enum BrokerCommand {
-    /// Print a commented default configuration.
+    /// Print the broker's commented default configuration alone (`wattchain generate-config`
+    /// prints the whole file, this under `[broker]`).
     GenerateConfig,
     /// Read a password from stdin (first line) and print its argon2 hash for a users file.
     HashPassword,
 }
 
+/// `wattchain sim` (`[simulator]`).
 #[derive(Args)]
 pub(crate) struct SimArgs {
     /// Modbus TCP address to serve (port 0 picks a free port and prints it).
-    #[arg(long, default_value = "127.0.0.1:5020")]
-    pub(crate) listen: SocketAddr,
+    #[arg(long)]
+    pub(crate) listen: Option<SocketAddr>,
     /// Register map (TOML); default: the built-in simulator map.
     #[arg(long)]
     pub(crate) map: Option<PathBuf>,
-    /// Toggle a random load every period ("2s") or random period in a range ("1s..5s").
+    /// Toggle a random load every period ("2s") or random period in a range ("1s..5s");
+    /// "off" for none.
     #[arg(long)]
-    pub(crate) churn: Option<ChurnSpec>,
+    pub(crate) churn: Option<Churn>,
     /// Seed for noise, drift and churn.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
     /// Disable noise and drift: readings equal the ideal physics.
     #[arg(long)]
     pub(crate) no_noise: bool,
+}
+
+impl SimArgs {
+    /// The flags given, over `config`.
+    pub(crate) fn apply(&self, config: &mut WattchainConfig) {
+        let sim = &mut config.simulator;
+        set(&mut sim.listen, &self.listen);
+        set_some(&mut sim.map, &self.map);
+        set(&mut sim.churn, &self.churn);
+        set_some(&mut sim.seed, &self.seed);
+        sim.no_noise |= self.no_noise;
+    }
 }
 
 #[derive(Args)]
@@ -247,58 +313,80 @@ pub(crate) struct CabinetArgs {
     pub(crate) run: CabinetRunArgs,
 }
 
+/// `wattchain cabinet` (`[cabinet]`).
 #[derive(Args)]
 pub(crate) struct CabinetRunArgs {
     #[command(flatten)]
     pub(crate) bus: BusArgs,
-    /// The PLC (or simulator) Modbus TCP address.
-    #[arg(long, required = true)]
+    /// The PLC (or simulator) Modbus TCP address (required, here or in the file).
+    #[arg(long)]
     pub(crate) modbus: Option<SocketAddr>,
-    /// Cabinet id (letters, digits, '-', '_').
-    #[arg(long, required = true)]
+    /// Cabinet id (letters, digits, '-', '_'; required, here or in the file).
+    #[arg(long)]
     pub(crate) id: Option<String>,
     /// Poll period.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub(crate) period: Duration,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) period: Option<Duration>,
     /// Samples per window.
-    #[arg(long, default_value_t = 4)]
-    pub(crate) window: usize,
+    #[arg(long)]
+    pub(crate) window: Option<usize>,
     /// Directory for the outbox journal (default: data/cabinet/ID).
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
     /// A window not committed by then is published again.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub(crate) commit_deadline: Duration,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) commit_deadline: Option<Duration>,
     /// Most uncommitted windows kept before the oldest is dead-lettered.
-    #[arg(long, default_value_t = 10_000)]
-    pub(crate) outbox_capacity: usize,
+    #[arg(long)]
+    pub(crate) outbox_capacity: Option<usize>,
     /// Bound on each Modbus request.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub(crate) modbus_timeout: Duration,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) modbus_timeout: Option<Duration>,
     /// Register map (TOML); default: the simulator's map.
     #[arg(long)]
     pub(crate) map: Option<PathBuf>,
     /// QoS of quadruplets (0 or 1).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub(crate) quad_qos: u8,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub(crate) quad_qos: Option<u8>,
     /// The chain's genesis.json (required): windows leave the outbox only when final under
     /// its rules, as the cabinet checks them itself.
     #[arg(long)]
     pub(crate) genesis: Option<PathBuf>,
     /// How often the energy total is saved (DATA_DIR/energy.json) and published.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub(crate) energy_every: Duration,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) energy_every: Option<Duration>,
     #[command(flatten)]
     pub(crate) ha: HaArgs,
+}
+
+impl CabinetRunArgs {
+    /// The flags given, over `config`.
+    pub(crate) fn apply(&self, config: &mut WattchainConfig) {
+        self.bus.apply(&mut config.bus);
+        self.ha.apply(&mut config.ha);
+        set(&mut config.bus.quad_qos, &self.quad_qos);
+        let c = &mut config.cabinet;
+        set_some(&mut c.modbus, &self.modbus);
+        set_some(&mut c.id, &self.id);
+        set(&mut c.period, &self.period);
+        set(&mut c.window, &self.window);
+        set_some(&mut c.data_dir, &self.data_dir);
+        set(&mut c.commit_deadline, &self.commit_deadline);
+        set(&mut c.outbox_capacity, &self.outbox_capacity);
+        set(&mut c.modbus_timeout, &self.modbus_timeout);
+        set_some(&mut c.map, &self.map);
+        set_some(&mut c.genesis, &self.genesis);
+        set(&mut c.energy_every, &self.energy_every);
+    }
 }
 
 #[derive(Subcommand)]
 pub(crate) enum CabinetCommand {
     /// Switch random loads and sources of a PLC (or simulator) over Modbus, like `sim --churn`.
     Churn {
-        /// The PLC's Modbus TCP address.
+        /// The PLC's Modbus TCP address (default: `[cabinet] modbus`).
         #[arg(long)]
-        modbus: SocketAddr,
+        modbus: Option<SocketAddr>,
         /// Period ("2s") or range ("1s..5s") between switchings.
         #[arg(long, default_value = "2s")]
         churn: ChurnSpec,
@@ -309,26 +397,27 @@ pub(crate) enum CabinetCommand {
         #[arg(long)]
         map: Option<PathBuf>,
         /// Bound on each Modbus request.
-        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-        modbus_timeout: Duration,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        modbus_timeout: Option<Duration>,
     },
     /// Decommission a cabinet: clear its retained topics on the broker (Home Assistant
     /// discovery configs, status, energy total, agent status). Stop its agent first.
     Forget {
         #[command(flatten)]
         bus: BusArgs,
-        /// Cabinet id.
+        /// Cabinet id (default: `[cabinet] id`).
         #[arg(long)]
-        id: String,
+        id: Option<String>,
         /// Home Assistant's discovery prefix (as set in its MQTT options).
-        #[arg(long, default_value = DEFAULT_HA_PREFIX)]
-        ha_prefix: String,
+        #[arg(long)]
+        ha_prefix: Option<String>,
         /// How long to wait for the broker.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         wait: Duration,
     },
 }
 
+/// `wattchain averager` (`[averager]`).
 #[derive(Args)]
 pub(crate) struct AveragerArgs {
     #[command(flatten)]
@@ -337,11 +426,22 @@ pub(crate) struct AveragerArgs {
     #[arg(long)]
     pub(crate) id: Option<String>,
     /// Quantities to serve, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "U,I,PA,PR")]
-    pub(crate) quantities: Vec<Quantity>,
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) quantities: Option<Vec<Quantity>>,
     /// Delay each task (fault drills: a slow averager).
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-    pub(crate) delay: Duration,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) delay: Option<Duration>,
+}
+
+impl AveragerArgs {
+    /// The flags given, over `config`.
+    pub(crate) fn apply(&self, config: &mut WattchainConfig) {
+        self.bus.apply(&mut config.bus);
+        let a = &mut config.averager;
+        set_some(&mut a.id, &self.id);
+        set(&mut a.quantities, &self.quantities);
+        set(&mut a.delay, &self.delay);
+    }
 }
 
 #[derive(Subcommand)]
@@ -391,7 +491,8 @@ pub(crate) enum NodeCommand {
     },
 }
 
-/// A node's settings; each overrides the library's default (`NodeConfig::default()`).
+/// A node's settings (`[node]`); each overrides the file, which overrides the library's
+/// defaults (`NodeConfig::default()`).
 #[derive(Args)]
 pub(crate) struct NodeRunArgs {
     #[command(flatten)]
@@ -405,22 +506,39 @@ pub(crate) struct NodeRunArgs {
     /// The genesis to follow, copied into the data directory on first start.
     #[arg(long)]
     pub(crate) genesis: Option<PathBuf>,
-    /// Most records per block this node builds (default: 256, at most the genesis's).
+    /// Most records per block this node builds (at most the genesis's).
     #[arg(long)]
     pub(crate) max_records_per_block: Option<usize>,
-    /// Most windows in progress before the oldest partial one is dropped (default: 10000).
+    /// Most windows in progress before the oldest partial one is dropped.
     #[arg(long)]
     pub(crate) max_pending: Option<usize>,
-    /// Mining threads (default: every core).
+    /// Mining threads (0: every core).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
     /// Also serve the HTTP API, dashboard and /metrics on ADDR (e.g. 127.0.0.1:8080).
-    #[arg(long, default_value = "off", value_name = "ADDR|off")]
-    pub(crate) http: HttpListen,
+    #[arg(long, value_name = "ADDR|off")]
+    pub(crate) http: Option<HttpListen>,
     #[command(flatten)]
     pub(crate) http_args: HttpArgs,
     #[command(flatten)]
     pub(crate) ha: HaArgs,
+}
+
+impl NodeRunArgs {
+    /// The flags given, over `config`.
+    pub(crate) fn apply(&self, config: &mut WattchainConfig) {
+        self.bus.apply(&mut config.bus);
+        self.http_args.apply(&mut config.web);
+        self.ha.apply(&mut config.ha);
+        let n = &mut config.node;
+        set_some(&mut n.id, &self.id);
+        set(&mut n.data_dir, &self.data_dir);
+        set_some(&mut n.genesis, &self.genesis);
+        set(&mut n.max_records_per_block, &self.max_records_per_block);
+        set(&mut n.max_pending, &self.max_pending);
+        set(&mut n.threads, &self.threads);
+        set(&mut n.http, &self.http);
+    }
 }
 
 #[derive(Args)]
@@ -428,25 +546,47 @@ pub(crate) struct PublisherArgs {
     #[command(flatten)]
     pub(crate) node: NodeRunArgs,
     /// Difficulty of the genesis created when the data directory has none and no --genesis.
-    #[arg(long, default_value_t = ledger::consensus::pow::DEFAULT_DIFFICULTY)]
-    pub(crate) difficulty: u32,
+    #[arg(long)]
+    pub(crate) difficulty: Option<u32>,
 }
 
+impl PublisherArgs {
+    /// The flags given, over `config`.
+    pub(crate) fn apply(&self, config: &mut WattchainConfig) {
+        self.node.apply(config);
+        set(&mut config.publisher.difficulty, &self.difficulty);
+    }
+}
+
+/// `wattchain web` (`[web]`).
 #[derive(Args)]
 pub(crate) struct WebArgs {
     #[command(flatten)]
     pub(crate) bus: BusArgs,
-    /// The chain file to serve (a node's DATA_DIR/chain.jsonl), read-only.
+    /// The chain file to serve (a node's DATA_DIR/chain.jsonl), read-only (required, here or
+    /// in the file).
     #[arg(long)]
-    pub(crate) chain: PathBuf,
+    pub(crate) chain: Option<PathBuf>,
     /// Agent id of the web service's MQTT session.
-    #[arg(long, default_value = "web")]
-    pub(crate) id: String,
+    #[arg(long)]
+    pub(crate) id: Option<String>,
     /// HTTP API, dashboard and /metrics address (port 0 picks a free one and prints it).
-    #[arg(long, default_value = wattchain::web::DEFAULT_HTTP, value_name = "ADDR")]
-    pub(crate) http: SocketAddr,
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<SocketAddr>,
     #[command(flatten)]
     pub(crate) http_args: HttpArgs,
+}
+
+impl WebArgs {
+    /// The flags given, over `config`.
+    pub(crate) fn apply(&self, config: &mut WattchainConfig) {
+        self.bus.apply(&mut config.bus);
+        self.http_args.apply(&mut config.web);
+        let w = &mut config.web;
+        set_some(&mut w.chain, &self.chain);
+        set(&mut w.id, &self.id);
+        set(&mut w.http, &self.http);
+    }
 }
 
 #[derive(Subcommand)]

@@ -5,6 +5,15 @@
 //! Validation happens before a connection is opened or a file is written, so a bad value is a
 //! clear message at start instead of a panic (a zero poll period used to panic in tokio's
 //! `interval`) or a silent misbehaviour later. Keys are named as the command-line flags.
+//!
+//! - [`file`]: `wattchain.toml`, one section per agent, every default, errors with the key's
+//!   path and line.
+//! - [`sections`]: the sections, their defaults and the library configurations they make.
+//! - [`render`]: the commented file `wattchain generate-config` prints.
+
+pub mod file;
+pub mod render;
+pub mod sections;
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -12,6 +21,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::topics::TopicError;
+pub use file::{FileError, WattchainConfig};
 
 /// The longest duration any setting accepts: beyond it `Instant + duration` can overflow (and
 /// no poll period, deadline or timeout of this system means anything at that scale).
@@ -55,6 +65,14 @@ pub enum ConfigError {
         key: &'static str,
         /// What is wrong.
         reason: String,
+    },
+    /// A setting without a default, given neither as a flag nor in the configuration file.
+    #[error("--{key} (or `{path}` in the config file) is required")]
+    Missing {
+        /// The setting (as its flag, without dashes).
+        key: &'static str,
+        /// Its dotted path in `wattchain.toml`.
+        path: &'static str,
     },
     /// An identifier, topic root or prefix that cannot be a topic level.
     #[error(transparent)]

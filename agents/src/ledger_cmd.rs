@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use wattchain::bus::Bus;
+use wattchain::config::WattchainConfig;
 use wattchain::ha;
 use wattchain::ledger::{self, Genesis, GenesisSpec, NodeKey, VerifyFileError, GENESIS_FILE};
 use wattchain::node::{self, NodeConfig};
 
-use crate::cli::{ChainCommand, GenesisNewArgs, NodeRunArgs, PublisherArgs};
+use crate::cli::{ChainCommand, GenesisNewArgs};
 use crate::serve::{print_http, start_web};
 
 /// Exit status of `chain verify` for usage and I/O errors (1 means an invalid chain).
@@ -44,25 +45,9 @@ pub(crate) fn keygen(out: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The node configuration: the library's defaults, overridden by the flags given.
-fn node_config(args: &NodeRunArgs, default_id: &str) -> Result<NodeConfig> {
-    let mut config = NodeConfig {
-        id: args.id.clone().unwrap_or_else(|| default_id.to_owned()),
-        topics: args.bus.topics()?,
-        ..NodeConfig::default()
-    };
-    if let Some(d) = &args.data_dir {
-        config.data_dir.clone_from(d);
-    }
-    if let Some(m) = args.max_records_per_block {
-        config.max_records_per_block = m;
-    }
-    if let Some(m) = args.max_pending {
-        config.max_pending = m;
-    }
-    if let Some(t) = args.threads {
-        config.threads = t;
-    }
+/// The node configuration: `[node]` (the flags given over the file over the defaults).
+fn node_config(file: &WattchainConfig, default_id: &str) -> Result<NodeConfig> {
+    let config = file.node.config(default_id, file.bus.topics()?);
     config.validate()?;
     Ok(config)
 }
@@ -74,37 +59,37 @@ fn load_genesis(path: &Option<PathBuf>) -> Result<Option<Genesis>> {
 }
 
 pub(crate) async fn run_node(
-    args: NodeRunArgs,
+    args: &WattchainConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<ExitCode> {
-    let config = node_config(&args, "node")?;
-    let genesis = load_genesis(&args.genesis)?;
+    let config = node_config(args, "node")?;
+    let genesis = load_genesis(&args.node.genesis)?;
     if genesis.is_none() && !config.data_dir.join(GENESIS_FILE).exists() {
         bail!(
             "{} has no genesis.json: pass --genesis FILE (made by `wattchain genesis new`)",
             config.data_dir.display()
         );
     }
-    serve(config, genesis, &args, shutdown).await
+    serve(config, genesis, args, shutdown).await
 }
 
 pub(crate) async fn run_publisher(
-    args: PublisherArgs,
+    args: &WattchainConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<ExitCode> {
-    let config = node_config(&args.node, "publisher")?;
+    let config = node_config(args, "publisher")?;
     let mut genesis = load_genesis(&args.node.genesis)?;
     if genesis.is_none() && !config.data_dir.join(GENESIS_FILE).exists() {
         // The one-node case makes its own chain, checked before anything is written.
-        genesis = Some(Genesis::new(GenesisSpec::pow(args.difficulty))?);
+        genesis = Some(Genesis::new(GenesisSpec::pow(args.publisher.difficulty))?);
     }
-    serve(config, genesis, &args.node, shutdown).await
+    serve(config, genesis, args, shutdown).await
 }
 
 async fn serve(
     config: NodeConfig,
     genesis: Option<Genesis>,
-    args: &NodeRunArgs,
+    args: &WattchainConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<ExitCode> {
     let ha = args.ha.config()?;
@@ -116,7 +101,7 @@ async fn serve(
         &ha,
         &ha::ledger_entities(&ha, &config.topics, &config.id),
     );
-    let web = match args.http_args.settings(args.http, config.topics.clone()) {
+    let web = match args.web.settings(args.node.http, config.topics.clone()) {
         Some(settings) => {
             let token = settings.web.token.is_some();
             let id = format!("{}-web", config.id);

@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`topics`]: every MQTT topic string and filter, mirroring `topics.md`.
-//! - [`config`]: what configurations must satisfy; the typed error every `validate()` returns.
+//! - [`config`]: what configurations must satisfy; the typed error every `validate()` returns;
+//!   `wattchain.toml` (a section per agent, its defaults, `generate-config`).
 //! - [`messages`]: the JSON payloads (quadruplet, window, average, status), with validation.
 //! - [`bus`]: the MQTT session every agent uses (reconnect, re-subscribe, retained status, will).
 //! - [`ledger`]: genesis, keys, signed blocks, encoding, rules, consensus modes, the block tree

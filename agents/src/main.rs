@@ -7,15 +7,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{FromArgMatches as _, Parser};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use wattchain::averager::{self, AveragerConfig};
+use wattchain::averager;
 use wattchain::bench;
-use wattchain::bus::{Bus, QoS};
-use wattchain::cabinet::{self, CabinetConfig};
+use wattchain::bus::Bus;
+use wattchain::cabinet;
+use wattchain::config::{render, ConfigError, WattchainConfig};
 use wattchain::ha::HaConfig;
 use wattchain::ledger;
 use wattchain::modbus::ModbusCabinet;
@@ -23,11 +24,12 @@ use wattchain::node;
 use wattchain::regmap::RegisterMap;
 use wattchain::sim::{self, ChurnSpec, SimConfig, Simulator};
 use wattchain::topics::check_id;
+use wattchain::topics::DiscoveryTopics;
 use wattchain::up::{self, UpConfig, UpEvent};
 
 use cli::{
-    AveragerArgs, BenchCommand, BenchMineArgs, BrokerArgs, BrokerCommand, CabinetCommand,
-    CabinetRunArgs, Cli, Command, GenesisCommand, NodeCommand, SimArgs, UpArgs,
+    BenchCommand, BenchMineArgs, BrokerArgs, BrokerCommand, CabinetCommand, Cli, Command,
+    GenesisCommand, NodeCommand, UpArgs,
 };
 
 mod cli;
@@ -46,14 +48,14 @@ mod serve;
 use serve::{print_http, run_web};
 
 /// mimalloc instead of glibc's malloc: the pipeline allocates and frees a buffer or two per
-/// message in rumqttd, rumqttc and our agents, and glibc's malloc/free took ~15 % of the CPU
+/// message in the broker, rumqttc and our agents, and glibc's malloc/free took ~15 % of the CPU
 /// in `perf` profiles of `wattchain bench pipeline`. Built without transparent huge pages
 /// (`no_thp`): with them an idle averager held 17 MB instead of 9 MB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cli::command().get_matches()).unwrap_or_else(|e| e.exit());
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -62,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command.unwrap_or_else(default_up))) {
+    match runtime.block_on(configure_and_dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -89,9 +91,14 @@ impl UpArgs {
 fn init_logging() {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // rumqttd logs ordinary client disconnects as errors: quiet unless asked for
-        // (RUST_LOG=info,rumqttd=info shows them).
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
+        // The embedded rmqtt logs every connect and ordinary disconnect at info: warnings
+        // only unless asked for (RUST_LOG=info,rmqtt=info shows them). Its records arrive
+        // through tracing-subscriber's `log` bridge, under the targets `rmqtt*`.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,rmqtt=warn,rmqtt_net=warn,rmqtt_retainer=warn,rmqtt_shared_subscription=warn",
+            )
+        });
     // Colour only for a person at a terminal: a log file or a pipe gets plain text, and
     // NO_COLOR (set and not empty, https://no-color.org) turns colour off everywhere.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -106,11 +113,14 @@ fn init_logging() {
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    // Registered before returning, not in the task: a SIGTERM right after a ready line must
+    // still stop the process cleanly.
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
         #[cfg(unix)]
         {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = match signal(SignalKind::terminate()) {
+            let mut term = match term {
                 Ok(s) => s,
                 Err(_) => {
                     let _ = tokio::signal::ctrl_c().await;
@@ -139,11 +149,27 @@ fn load_map(path: &Option<PathBuf>) -> Result<RegisterMap> {
     }
 }
 
-async fn dispatch(command: Command) -> Result<ExitCode> {
+/// Reads `--config` (every subcommand accepts it, so a bad file is reported even where nothing
+/// of it is used), then runs the subcommand with its flags over the file.
+async fn configure_and_dispatch(cli: Cli) -> Result<ExitCode> {
+    let config = match &cli.config {
+        Some(path) => WattchainConfig::from_file(path)?,
+        None => WattchainConfig::default(),
+    };
+    dispatch(cli.command.unwrap_or_else(default_up), config).await
+}
+
+async fn dispatch(command: Command, mut config: WattchainConfig) -> Result<ExitCode> {
     match command {
-        Command::Up(args) => run_up(args).await,
-        Command::Broker(args) => run_broker(args).await,
-        Command::Sim(args) => run_sim(args).await,
+        Command::Up(args) => {
+            args.apply(&mut config);
+            run_up(&config).await
+        }
+        Command::Broker(args) => run_broker(args, config).await,
+        Command::Sim(args) => {
+            args.apply(&mut config);
+            run_sim(&config).await
+        }
         Command::Cabinet(args) => match args.command {
             Some(CabinetCommand::Churn {
                 modbus,
@@ -151,27 +177,63 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 seed,
                 map,
                 modbus_timeout,
-            }) => run_churn(modbus, churn, seed, load_map(&map)?, modbus_timeout).await,
+            }) => {
+                let cabinet = config.cabinet;
+                let modbus = modbus.or(cabinet.modbus).ok_or(ConfigError::Missing {
+                    key: "modbus",
+                    path: "cabinet.modbus",
+                })?;
+                let map = load_map(&map.or(cabinet.map))?;
+                let timeout = modbus_timeout.unwrap_or(cabinet.modbus_timeout);
+                run_churn(modbus, churn, seed, map, timeout).await
+            }
             Some(CabinetCommand::Forget {
                 bus,
                 id,
                 ha_prefix,
                 wait,
-            }) => run_forget(bus, &id, &ha_prefix, wait).await,
-            None => run_cabinet(args.run).await,
+            }) => {
+                bus.apply(&mut config.bus);
+                let id = id.or(config.cabinet.id).ok_or(ConfigError::Missing {
+                    key: "id",
+                    path: "cabinet.id",
+                })?;
+                let prefix = ha_prefix.unwrap_or(config.ha.prefix);
+                run_forget(&config.bus, &id, &prefix, wait).await
+            }
+            None => {
+                args.run.apply(&mut config);
+                run_cabinet(&config).await
+            }
         },
-        Command::Averager(args) => run_averager(args).await,
+        Command::Averager(args) => {
+            args.apply(&mut config);
+            run_averager(&config).await
+        }
         Command::Genesis {
             command: GenesisCommand::New(args),
         } => ledger_cmd::genesis_new(args),
         Command::Node(args) => match args.command {
             Some(NodeCommand::Keygen { out }) => ledger_cmd::keygen(&out),
-            None => ledger_cmd::run_node(args.run, shutdown_on_signals()).await,
+            None => {
+                args.run.apply(&mut config);
+                ledger_cmd::run_node(&config, shutdown_on_signals()).await
+            }
         },
-        Command::Publisher(args) => ledger_cmd::run_publisher(args, shutdown_on_signals()).await,
+        Command::Publisher(args) => {
+            args.apply(&mut config);
+            ledger_cmd::run_publisher(&config, shutdown_on_signals()).await
+        }
         Command::Chain { command } => Ok(ledger_cmd::chain(command)),
-        Command::Web(args) => run_web(args).await,
+        Command::Web(args) => {
+            args.apply(&mut config);
+            run_web(&config).await
+        }
         Command::Bench { command } => run_bench(command).await,
+        Command::GenerateConfig => {
+            out!("{}", render::default_toml().trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -207,29 +269,11 @@ async fn run_bench_mine(args: BenchMineArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_up(args: UpArgs) -> Result<ExitCode> {
-    let churn = match args.churn.as_str() {
-        "off" | "none" => None,
-        spec => Some(spec.parse::<ChurnSpec>()?),
-    };
-    let config = UpConfig {
-        listen: args.listen,
-        period: args.period,
-        window: args.window,
-        difficulty: args.difficulty,
-        nodes: args.nodes,
-        data_dir: args.data_dir,
-        averagers: args.averagers,
-        churn,
-        seed: args.seed,
-        cabinet: args.cabinet,
-        commit_deadline: args.commit_deadline,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        http: args.http_args.settings(args.http, Default::default()),
-        ha: args.ha.config()?,
-    };
+async fn run_up(file: &WattchainConfig) -> Result<ExitCode> {
+    let config = UpConfig::from_config(file)?;
     config.validate()?;
     let token = config.http.as_ref().is_some_and(|h| h.web.token.is_some());
+    let root = file.bus.root.clone();
     let shutdown = shutdown_on_signals();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {
@@ -237,6 +281,8 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
             match event {
                 UpEvent::Started {
                     broker,
+                    ws,
+                    tls,
                     modbus,
                     chain,
                     genesis,
@@ -246,12 +292,18 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
                 } => {
                     let port = broker.rsplit(':').next().unwrap_or("1883").to_string();
                     out!("wattchain is up.");
-                    out!("  broker     {broker}  (MQTT 3.1.1 and 5)");
+                    out!("  broker     {broker}  (MQTT 3.1, 3.1.1 and 5)");
+                    if let Some(addr) = ws {
+                        out!("             ws://{addr}/  (MQTT over WebSocket)");
+                    }
+                    if let Some(addr) = tls {
+                        out!("             mqtts://{addr}  (TLS)");
+                    }
                     out!("  simulator  modbus://{modbus}");
                     out!("  genesis    {}  (chain id {chain_id})", genesis.display());
                     out!("  nodes      {}", nodes.join(", "));
                     out!("  chain      {}", chain.display());
-                    out!("  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t 'wattchain/#' -v");
+                    out!("  watch      mosquitto_sub -h 127.0.0.1 -p {port} -t '{root}/#' -v");
                     if let Some(addr) = http {
                         print_http(addr, token);
                     }
@@ -291,7 +343,7 @@ async fn run_up(args: UpArgs) -> Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
-async fn run_broker(args: BrokerArgs) -> Result<ExitCode> {
+async fn run_broker(args: BrokerArgs, file: WattchainConfig) -> Result<ExitCode> {
     match args.command {
         Some(BrokerCommand::GenerateConfig) => {
             out!("{}", wattchain_broker::default_config_toml().trim_end());
@@ -309,18 +361,15 @@ async fn run_broker(args: BrokerArgs) -> Result<ExitCode> {
         }
         None => {}
     }
-    let mut config = match &args.config {
-        Some(path) => wattchain_broker::BrokerConfig::from_file(path)
-            .with_context(|| format!("reading broker config {}", path.display()))?,
-        None => wattchain_broker::BrokerConfig::default(),
-    };
+    let mut config = file.broker;
+    config.validate()?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
     let shutdown = shutdown_on_signals();
     let broker = wattchain_broker::start(config).await?;
     out!(
-        "wattchain broker ready on {} (MQTT 3.1.1 and 5)",
+        "wattchain broker ready on {} (MQTT 3.1, 3.1.1 and 5)",
         broker.local_addr()
     );
     shutdown.cancelled().await;
@@ -328,7 +377,8 @@ async fn run_broker(args: BrokerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_sim(args: SimArgs) -> Result<ExitCode> {
+async fn run_sim(file: &WattchainConfig) -> Result<ExitCode> {
+    let args = &file.simulator;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -338,12 +388,12 @@ async fn run_sim(args: SimArgs) -> Result<ExitCode> {
             )
         })?;
     let mut config = SimConfig::new(load_map(&args.map)?);
-    config.churn = args.churn;
+    config.churn = args.churn.0;
     config.seed = args.seed;
     config.noise = !args.no_noise;
     let sim = Simulator::new(config);
-    out!("cabinet simulator listening on {}", listener.local_addr()?);
     let shutdown = shutdown_on_signals();
+    out!("cabinet simulator listening on {}", listener.local_addr()?);
     sim.serve(listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -361,39 +411,19 @@ async fn run_churn(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_cabinet(args: CabinetRunArgs) -> Result<ExitCode> {
-    let id = args.id.context("--id is required")?;
-    check_id(&id)?;
-    let modbus = args.modbus.context("--modbus is required")?;
-    let data_dir = args
-        .data_dir
-        .unwrap_or_else(|| PathBuf::from("data").join("cabinet").join(&id));
-    let config = CabinetConfig {
-        map: load_map(&args.map)?,
-        period: args.period,
-        window: args.window,
-        commit_deadline: args.commit_deadline,
-        outbox_capacity: args.outbox_capacity,
-        modbus_timeout: args.modbus_timeout,
-        quad_qos: if args.quad_qos == 1 {
-            QoS::AtLeastOnce
-        } else {
-            QoS::AtMostOnce
-        },
-        topics: args.bus.topics()?,
-        // Checked after every other setting (cabinet::run refuses to start without one).
-        genesis: args
-            .genesis
-            .as_deref()
-            .map(ledger::Genesis::load)
-            .transpose()?,
-        energy_every: args.energy_every,
-        ha: args.ha.config()?,
-        ..CabinetConfig::new(&id, modbus, data_dir)
-    };
+async fn run_cabinet(file: &WattchainConfig) -> Result<ExitCode> {
+    let args = &file.cabinet;
+    let mut config = args.agent_config(&file.bus, &file.ha)?;
+    config.map = load_map(&args.map)?;
+    // Checked after every other setting (cabinet::run refuses to start without one).
+    config.genesis = args
+        .genesis
+        .as_deref()
+        .map(ledger::Genesis::load)
+        .transpose()?;
     // Before a connection is opened or a file written.
     config.validate()?;
-    let options = args.bus.options(&config.agent_id(), cabinet::ROLE)?;
+    let options = file.bus.options(&config.agent_id(), cabinet::ROLE)?;
     let status_bus = Bus::connect(config.status_bus_options(&options), vec![])?;
     let bus = Bus::connect(options, config.subscriptions())?;
     cabinet::run(config, bus, status_bus, shutdown_on_signals()).await?;
@@ -401,7 +431,7 @@ async fn run_cabinet(args: CabinetRunArgs) -> Result<ExitCode> {
 }
 
 async fn run_forget(
-    bus: cli::BusArgs,
+    bus: &wattchain::config::file::BusSection,
     id: &str,
     ha_prefix: &str,
     wait: Duration,
@@ -409,7 +439,7 @@ async fn run_forget(
     check_id(id)?;
     let ha = HaConfig {
         enabled: false,
-        topics: wattchain::topics::DiscoveryTopics::new(ha_prefix)?,
+        topics: DiscoveryTopics::new(ha_prefix)?,
     };
     let options = bus.options(&format!("cabinet-{id}"), cabinet::ROLE)?;
     let cleared = cabinet::forget::forget(&options, &ha, id, wait)
@@ -425,15 +455,14 @@ async fn run_forget(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_averager(args: AveragerArgs) -> Result<ExitCode> {
-    let id = args.id.unwrap_or_else(default_agent_id);
+async fn run_averager(file: &WattchainConfig) -> Result<ExitCode> {
+    let args = &file.averager;
+    let id = args.id.clone().unwrap_or_else(default_agent_id);
     check_id(&id)?;
-    let mut config = AveragerConfig::new(&id, args.bus.topics()?);
-    config.quantities = args.quantities;
-    config.delay = args.delay;
+    let config = args.config(&id, file.bus.topics()?);
     config.validate()?;
     let bus = Bus::connect(
-        args.bus.options(&id, averager::ROLE)?,
+        file.bus.options(&id, averager::ROLE)?,
         config.subscriptions(),
     )?;
     averager::run(config, bus, shutdown_on_signals()).await;

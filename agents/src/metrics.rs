@@ -270,6 +270,21 @@ pub struct BrokerCounts {
     pub dropped_by_client: u64,
 }
 
+impl From<&wattchain_broker::BrokerStats> for BrokerCounts {
+    fn from(stats: &wattchain_broker::BrokerStats) -> Self {
+        BrokerCounts {
+            connections: stats.connections,
+            sessions: stats.sessions,
+            subscriptions: stats.subscriptions,
+            retained: stats.retained,
+            messages_received: stats.messages_received,
+            messages_sent: stats.messages_delivered,
+            dropped: stats.messages_dropped,
+            dropped_by_client: stats.dropped_slow,
+        }
+    }
+}
+
 /// Exports a broker's counts (call it periodically, e.g. before each render).
 pub fn record_broker(counts: &BrokerCounts) {
     gauge!(BROKER_CONNECTIONS).set(counts.connections as f64);

@@ -7,10 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use wattchain::bus::Bus;
+use wattchain::config::file::BusSection;
+use wattchain::config::WattchainConfig;
 use wattchain::topics::check_id;
 use wattchain::web::{self, HttpListen, HttpSettings, WebSources};
 
-use crate::cli::{BusArgs, WebArgs};
 use crate::shutdown_on_signals;
 
 /// The banner lines of a process serving HTTP: where, and a warning when it is open.
@@ -24,7 +25,7 @@ pub(crate) fn print_http(addr: SocketAddr, token: bool) {
 /// Binds `settings`, connects the web service's own MQTT session and returns its task.
 pub(crate) async fn start_web(
     settings: HttpSettings,
-    bus: &BusArgs,
+    bus: &BusSection,
     id: &str,
     chain: PathBuf,
     shutdown: tokio_util::sync::CancellationToken,
@@ -48,20 +49,20 @@ pub(crate) async fn start_web(
     Ok((addr, task))
 }
 
-pub(crate) async fn run_web(args: WebArgs) -> Result<ExitCode> {
+pub(crate) async fn run_web(file: &WattchainConfig) -> Result<ExitCode> {
+    let args = &file.web;
     check_id(&args.id)?;
+    let chain = args.chain()?.to_path_buf();
     let settings = args
-        .http_args
-        .settings(HttpListen(Some(args.http)), args.bus.topics()?)
+        .settings(HttpListen(Some(args.http)), file.bus.topics()?)
         .context("--http is required")?;
     let token = settings.web.token.is_some();
     let shutdown = shutdown_on_signals();
-    let (addr, task) =
-        start_web(settings, &args.bus, &args.id, args.chain.clone(), shutdown).await?;
+    let (addr, task) = start_web(settings, &file.bus, &args.id, chain.clone(), shutdown).await?;
     out!(
         "wattchain web: chain {} via {}",
-        args.chain.display(),
-        args.bus.broker
+        chain.display(),
+        file.bus.broker
     );
     print_http(addr, token);
     task.await.context("web service task")??;

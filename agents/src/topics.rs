@@ -309,8 +309,8 @@ impl Topics {
 
     /// Shared-subscription filter the averagers of one quantity join.
     ///
-    /// The group name carries the root and the quantity: rumqttd keys shared groups by name
-    /// alone, so a group name reused on two filters would lose messages.
+    /// The group name carries the root and the quantity, so that one group name never serves
+    /// two filters (some brokers key shared groups by name alone and would lose messages).
     pub fn averager_share(&self, quantity: Quantity) -> String {
         format!(
             "$share/{}-averagers-{quantity}/{}",
@@ -469,15 +469,6 @@ mod tests {
         for (topic, route) in cases {
             assert_eq!(t.parse(&topic), Some(route), "{topic}");
         }
-    }
-
-    #[test]
-    fn the_brokers_small_log_pattern_is_the_default_roots_commit_topics() {
-        // The embedded broker gives these filters small logs (one per cabinet).
-        assert_eq!(
-            Topics::default().commit("+"),
-            wattchain_broker::config::DEFAULT_COMMIT_FILTER
-        );
     }
 
     #[test]

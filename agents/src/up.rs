@@ -2,10 +2,12 @@
 //! one cabinet agent, N averagers and N ledger nodes (own keys and data directories) — each on
 //! its own MQTT session, exactly as they would run on separate machines — and the web service
 //! (API, dashboard, `/metrics`). The genesis is created under the data directory on first start.
+//!
+//! Configured like the separate agents: [`UpConfig::from_config`] reads the `[up]` section and
+//! those of the agents it runs (`[broker]`, `[bus]`, `[cabinet]`, `[averager]`, `[node]`, ...).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -17,24 +19,33 @@ use tracing::{error, info};
 use crate::averager::{self, AveragerConfig};
 use crate::bus::{Bus, BusOptions};
 use crate::cabinet::{self, CabinetConfig};
-use crate::config::{self, ConfigError};
+use crate::config::file::{AveragerSection, BusSection, CabinetSection, NodeSection};
+use crate::config::{self, ConfigError, WattchainConfig};
 use crate::ha::{self, HaConfig};
 use crate::ledger::{Genesis, GenesisSpec, GENESIS_FILE};
 use crate::node::{self, MinedBlock, NodeConfig};
 use crate::regmap::RegisterMap;
 use crate::sim::{ChurnSpec, SimConfig, Simulator};
-use crate::topics::Topics;
 use crate::web::{self, HttpSettings, WebSources};
+
+/// How often the embedded broker's counters are copied into the metrics registry.
+const BROKER_METRICS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything `wattchain up` can be told.
 #[derive(Debug, Clone)]
 pub struct UpConfig {
-    /// Broker front-door address.
-    pub listen: SocketAddr,
-    /// Cabinet poll period.
-    pub period: Duration,
-    /// Samples per window.
-    pub window: usize,
+    /// The embedded broker (listeners, users, limits).
+    pub broker: wattchain_broker::BrokerConfig,
+    /// Topic root, quadruplet QoS and the credentials the agents log in with.
+    pub bus: BusSection,
+    /// The cabinet's timings and limits.
+    pub cabinet_settings: CabinetSection,
+    /// What the averagers serve.
+    pub averager: AveragerSection,
+    /// The nodes' limits.
+    pub node: NodeSection,
+    /// Noise and drift in the simulator's readings.
+    pub noise: bool,
     /// Proof-of-work difficulty (leading zero bits) of a genesis created on first start.
     pub difficulty: u32,
     /// Ledger nodes.
@@ -49,8 +60,6 @@ pub struct UpConfig {
     pub seed: Option<u64>,
     /// Cabinet id.
     pub cabinet: String,
-    /// Commit deadline of the cabinet's outbox.
-    pub commit_deadline: Duration,
     /// Mining threads.
     pub threads: usize,
     /// The HTTP API and dashboard; `None` for none.
@@ -60,6 +69,34 @@ pub struct UpConfig {
 }
 
 impl UpConfig {
+    /// `up`'s configuration from a whole configuration file (`[up]` and the sections of the
+    /// agents it runs).
+    pub fn from_config(c: &WattchainConfig) -> Result<Self, ConfigError> {
+        let topics = c.bus.topics()?;
+        let threads = match c.node.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(UpConfig {
+            broker: c.broker.clone(),
+            bus: c.bus.clone(),
+            cabinet_settings: c.cabinet.clone(),
+            averager: c.averager.clone(),
+            node: c.node.clone(),
+            noise: !c.simulator.no_noise,
+            difficulty: c.up.difficulty,
+            nodes: c.up.nodes,
+            data_dir: c.up.data_dir.clone(),
+            averagers: c.up.averagers,
+            churn: c.up.churn.0,
+            seed: c.up.seed,
+            cabinet: c.up.cabinet.clone(),
+            threads,
+            http: c.web.settings(c.up.http, topics),
+            ha: c.ha.config()?,
+        })
+    }
+
     /// Checks every value before anything starts (the cabinet's as a cabinet's).
     pub fn validate(&self) -> Result<(), ConfigError> {
         config::within(
@@ -76,23 +113,31 @@ impl UpConfig {
             0..=crate::ledger::consensus::pow::MAX_DIFFICULTY as usize,
             ": beyond 40 bits (2^40 trials) a block takes hours on one machine",
         )?;
-        self.cabinet_config(SocketAddr::from(([127, 0, 0, 1], 0)))
+        if self.averagers > 0 {
+            let topics = self.bus.topics()?;
+            self.averager.config("averager-1", topics).validate()?;
+        }
+        self.cabinet_config(SocketAddr::from(([127, 0, 0, 1], 0)))?
             .validate()
     }
 
     /// The cabinet agent's configuration, reading the simulator at `modbus`.
-    fn cabinet_config(&self, modbus: SocketAddr) -> CabinetConfig {
-        CabinetConfig {
-            period: self.period,
-            window: self.window,
-            commit_deadline: self.commit_deadline,
-            ha: self.ha.clone(),
-            ..CabinetConfig::new(
-                &self.cabinet,
-                modbus,
-                self.data_dir.join("cabinet").join(&self.cabinet),
-            )
-        }
+    fn cabinet_config(&self, modbus: SocketAddr) -> Result<CabinetConfig, ConfigError> {
+        self.cabinet_settings.config(
+            &self.cabinet,
+            modbus,
+            self.data_dir.join("cabinet").join(&self.cabinet),
+            &self.bus,
+            self.ha.clone(),
+        )
+    }
+
+    /// Session options of the agent `id` in `role` on the embedded broker at `url`.
+    fn options(&self, url: &crate::bus::BrokerUrl, id: &str, role: &str) -> BusOptions {
+        let mut options = BusOptions::new(url.clone(), id, role);
+        options.topics = self.bus.topics().unwrap_or_default();
+        self.bus.credentials(&mut options);
+        options
     }
 }
 
@@ -103,6 +148,10 @@ pub enum UpEvent {
     Started {
         /// The broker's URL.
         broker: String,
+        /// The broker's MQTT-over-WebSocket and TLS addresses, when `[broker]` has them.
+        ws: Option<SocketAddr>,
+        /// See `ws`.
+        tls: Option<SocketAddr>,
         /// The simulator's Modbus address.
         modbus: SocketAddr,
         /// The first node's chain file.
@@ -151,15 +200,11 @@ pub async fn run(
         genesis.write_new(&genesis_path)?;
         info!(path = %genesis_path.display(), chain = %genesis.id(), "genesis created");
     }
-    let broker_config = wattchain_broker::BrokerConfig {
-        listen: config.listen,
-        ..Default::default()
-    };
-    let broker = wattchain_broker::start(broker_config)
+    let broker = wattchain_broker::start(config.broker.clone())
         .await
         .context("starting the embedded broker")?;
     let url: crate::bus::BrokerUrl = broker.url().parse()?;
-    let topics = Topics::default();
+    let topics = config.bus.topics()?;
 
     let sim_listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -168,6 +213,7 @@ pub async fn run(
     let mut sim_config = SimConfig::new(RegisterMap::default_sim());
     sim_config.churn = config.churn;
     sim_config.seed = config.seed;
+    sim_config.noise = config.noise;
     let sim = Simulator::new(sim_config);
 
     let mut tasks = JoinSet::new();
@@ -184,17 +230,16 @@ pub async fn run(
     for n in 1..=config.nodes.max(1) {
         let id = format!("node-{n}");
         let nconf = NodeConfig {
-            id: id.clone(),
             data_dir: config.data_dir.join(&id),
             // Nodes share the machine: split the cores between them.
             threads: (config.threads / config.nodes.max(1)).max(1),
-            ..NodeConfig::default()
+            ..config.node.config(&id, topics.clone())
         };
         nconf.validate()?;
         if n == 1 {
             chain = nconf.chain_path();
         }
-        let mut options = BusOptions::new(url.clone(), &id, node::ROLE);
+        let mut options = config.options(&url, &id, node::ROLE);
         options.republish_on = config.ha.birth();
         let bus = Bus::connect(options, nconf.subscriptions())?;
         if n == 1 {
@@ -215,9 +260,9 @@ pub async fn run(
 
     for n in 1..=config.averagers {
         let id = format!("averager-{n}");
-        let aconf = AveragerConfig::new(&id, topics.clone());
+        let aconf: AveragerConfig = config.averager.config(&id, topics.clone());
         let bus = Bus::connect(
-            BusOptions::new(url.clone(), &id, averager::ROLE),
+            config.options(&url, &id, averager::ROLE),
             aconf.subscriptions(),
         )?;
         let stop = shutdown.clone();
@@ -227,9 +272,9 @@ pub async fn run(
         });
     }
 
-    let mut cconf = config.cabinet_config(modbus);
+    let mut cconf = config.cabinet_config(modbus)?;
     cconf.genesis = Some(genesis.clone());
-    let options = BusOptions::new(url.clone(), &cconf.agent_id(), cabinet::ROLE);
+    let options = config.options(&url, &cconf.agent_id(), cabinet::ROLE);
     let status_bus = Bus::connect(cconf.status_bus_options(&options), vec![])?;
     let bus = Bus::connect(options, cconf.subscriptions())?;
     let stop = shutdown.clone();
@@ -242,7 +287,7 @@ pub async fn run(
 
     if let Some((listener, web_config)) = http {
         let bus = Bus::connect(
-            BusOptions::new(url.clone(), web::ROLE, web::ROLE),
+            config.options(&url, web::ROLE, web::ROLE),
             web::feed::subscriptions(&web_config.topics),
         )?;
         let sources = WebSources {
@@ -260,6 +305,8 @@ pub async fn run(
 
     let _ = events.send(UpEvent::Started {
         broker: broker.url(),
+        ws: broker.ws_local_addr(),
+        tls: broker.tls_local_addr(),
         modbus,
         chain,
         genesis: genesis_path,
@@ -270,9 +317,15 @@ pub async fn run(
     info!(broker = %broker.url(), "wattchain is up");
 
     let mut failure = None;
+    // The embedded broker's counters reach /metrics through this tick (only with --http).
+    let mut metrics_tick = tokio::time::interval(BROKER_METRICS_PERIOD);
+    metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             Some(block) = report_rx.recv() => { let _ = events.send(UpEvent::Block(block)); }
+            _ = metrics_tick.tick(), if http_addr.is_some() => {
+                crate::metrics::record_broker(&(&broker.stats().await).into());
+            }
             done = tasks.join_next() => match done {
                 None => break,
                 Some(Ok(Ok(()))) => {}

@@ -224,7 +224,7 @@ async fn the_same_pipeline_runs_on_an_external_mosquitto_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_status_and_head_come_back_after_a_broker_restart() {
-    // mosquitto without persistence forgets retained messages, as rumqttd always does.
+    // mosquitto without persistence forgets retained messages, as the embedded broker does.
     let port = support::free_port();
     let broker = TestBroker::mosquitto_on(port).await;
     let url = broker.url();

@@ -53,8 +53,8 @@ async fn the_dashboard_shows_the_cabinet_and_the_chain_live_in_chromium() {
     ensure_playwright(&dir);
     let mut config = fast_config(WebConfig::default());
     // Slower than the API tests, so that a person (and the screenshot) can follow it.
-    config.period = std::time::Duration::from_millis(100);
-    config.window = 4;
+    config.cabinet_settings.period = std::time::Duration::from_millis(100);
+    config.cabinet_settings.window = 4;
     let up = Up::start(config).await;
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web");
     let _ = std::fs::remove_file(artifacts.join("dashboard-desktop.png"));

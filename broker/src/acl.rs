@@ -1,5 +1,5 @@
 //! Topic permissions: which topics a user may publish on and which filters it may subscribe to,
-//! with MQTT wildcard matching. rumqttd has no ACLs, so the front door enforces these.
+//! with MQTT wildcard matching. The engine's ACL hooks (`hooks`) ask these.
 
 /// The filters granting one user its publish and subscribe rights; `%u` in a filter stands
 /// for the username.

@@ -1,4 +1,5 @@
-//! Password hashing (argon2id, PHC strings) and the login check at the front door.
+//! Password hashing (argon2id, PHC strings) and the login check the engine's authentication
+//! hook calls.
 //!
 //! Verifying an argon2 hash is slow on purpose (tens of milliseconds, ~19 MiB), so it runs on
 //! tokio's blocking pool, never on the accept loop, and a semaphore bounds how many run at
@@ -15,7 +16,6 @@ use tokio::sync::Semaphore;
 
 use crate::acl::Permissions;
 use crate::config::User;
-use crate::packet::{Connect, Refusal};
 
 /// Why a password could not be hashed or a stored hash cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,17 @@ pub(crate) fn check_stored_hash(username: &str, phc: &str) -> Result<(), AuthErr
     let parsed = PasswordHash::new(phc).map_err(|err| bad(err.to_string()))?;
     argon2::Algorithm::try_from(parsed.algorithm).map_err(|err| bad(err.to_string()))?;
     Ok(())
+}
+
+/// Why a login was refused; the hook turns it into the CONNACK code of the client's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No username sent (3.1.1: 0x05, 5: 0x87).
+    NotAuthorized,
+    /// Unknown user or wrong password (3.1.1: 0x04, 5: 0x86).
+    BadCredentials,
+    /// No verification slot within the connect timeout (3.1.1: 0x03, 5: 0x89).
+    ServerBusy,
 }
 
 /// One known user: the stored hash and the permissions with `%u` already substituted.
@@ -95,9 +106,20 @@ impl Authenticator {
         })
     }
 
+    /// The permissions of `username`, with `%u` substituted; `None` for an unknown user.
+    pub(crate) fn permissions(&self, username: &str) -> Option<Arc<Permissions>> {
+        self.accounts
+            .get(username)
+            .map(|account| Arc::clone(&account.permissions))
+    }
+
     /// Decides a CONNECT's credentials: the user's permissions, or the CONNACK refusal.
-    pub(crate) async fn login(&self, connect: &Connect) -> Result<Arc<Permissions>, Refusal> {
-        let Some(username) = &connect.username else {
+    pub(crate) async fn login(
+        &self,
+        username: Option<&str>,
+        password: &[u8],
+    ) -> Result<Arc<Permissions>, Refusal> {
+        let Some(username) = username else {
             return Err(Refusal::NotAuthorized);
         };
         let account = self.accounts.get(username);
@@ -105,7 +127,7 @@ impl Authenticator {
             || Arc::clone(&self.decoy_hash),
             |a| Arc::clone(&a.password_hash),
         );
-        let password = connect.password.clone().unwrap_or_default();
+        let password = password.to_vec();
         let permit = tokio::time::timeout(
             self.queue_timeout,
             Arc::clone(&self.verifications).acquire_owned(),

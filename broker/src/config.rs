@@ -45,13 +45,16 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// Public front-door address serving MQTT 3.1.1 and 5 (port 0 picks a free port).
+    /// Address serving MQTT 3.1, 3.1.1 and 5 (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Largest packet, in bytes, a client may send; larger ones close that connection.
+    /// Largest packet, in bytes, a client may send or be sent; a larger one closes that
+    /// connection (MQTT 5: DISCONNECT 0x95 first).
     pub max_packet_size: usize,
-    /// Simultaneous client connections; more are refused with a CONNACK.
+    /// Sessions the broker holds, connected and offline (persistent) ones together; every
+    /// connection holds one, so this also bounds connections. More are refused with a CONNACK.
     pub max_connections: usize,
-    /// Time a new socket has to finish its TLS handshake and send CONNECT.
+    /// Time a new socket has for each step of its handshake: TLS or WebSocket upgrade, the
+    /// first bytes of CONNECT, the whole CONNECT.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Users accepted inline (hashed passwords only); with `users_file`, both are accepted.
@@ -62,12 +65,12 @@ pub struct BrokerConfig {
     pub users_file: Option<PathBuf>,
     /// Password verifications (argon2, deliberately slow) running at once; more CONNECTs wait.
     pub max_concurrent_logins: usize,
-    /// Optional TLS listener terminated by the front door.
+    /// Optional TLS listener.
     pub tls: Option<TlsConfig>,
     /// Optional MQTT-over-WebSocket listener.
     pub ws: Option<WsConfig>,
-    /// Tuning of the embedded rumqttd.
-    pub rumqttd: RumqttdTuning,
+    /// Per-session and broker-wide limits of the embedded engine (rmqtt); they bound memory.
+    pub limits: Limits,
 }
 
 impl Default for BrokerConfig {
@@ -82,7 +85,55 @@ impl Default for BrokerConfig {
             max_concurrent_logins: 4,
             tls: None,
             ws: None,
-            rumqttd: RumqttdTuning::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What one session, and the broker as a whole, may hold. Each is passed to rmqtt; the
+/// comments in `config/default.toml` give the memory each one bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// QoS 1/2 messages sent to one client and not yet acknowledged (also the receive
+    /// maximum announced to MQTT 5 clients).
+    pub max_inflight: u16,
+    /// Messages queued for one session behind its in-flight window (offline sessions too).
+    /// Past this, new messages for that session are dropped, counted and logged.
+    pub max_queued_messages: usize,
+    /// Subscriptions one client may hold; more are refused in the SUBACK.
+    pub max_subscriptions: usize,
+    /// Topic aliases an MQTT 5 client may use towards the broker.
+    pub max_topic_aliases: u16,
+    /// Longest client id accepted (longer: CONNACK "identifier rejected").
+    pub max_client_id_len: usize,
+    /// Retained messages held; past this, retained messages on new topics are not stored.
+    pub max_retained_messages: usize,
+    /// Largest retained payload stored, in bytes; a larger one is delivered but not retained.
+    pub max_retained_payload: usize,
+    /// Session expiry of MQTT 3.1.1 clients that connect with clean session off.
+    #[serde(with = "humantime_serde")]
+    pub session_expiry: Duration,
+    /// Cap on the session expiry an MQTT 5 client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_session_expiry: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Measured with `wattchain bench pipeline` (README "Performance"): rmqtt's defaults
+        // (16 in flight, 1000 queued) halve the pipeline's throughput and make its averagers
+        // miss windows; 100 in flight and 100 000 queued keep 100k quadruplets/s lossless.
+        Limits {
+            max_inflight: 100,
+            max_queued_messages: 100_000,
+            max_subscriptions: 1000,
+            max_topic_aliases: 100,
+            max_client_id_len: 256,
+            max_retained_messages: 100_000,
+            max_retained_payload: 64 * 1024,
+            session_expiry: Duration::from_secs(2 * 3600),
+            max_session_expiry: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -152,69 +203,6 @@ pub struct WsConfig {
     pub listen: SocketAddr,
 }
 
-/// Settings passed to the embedded rumqttd; they bound its memory.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RumqttdTuning {
-    /// Bytes per commit-log segment of one filter.
-    pub max_segment_size: usize,
-    /// Segments kept per filter; memory per filter is at most size × count.
-    pub max_segment_count: usize,
-    /// Packets buffered per outgoing connection before the router stops reading for it.
-    pub max_outgoing_packet_count: u64,
-    /// Packets rumqttd reads from one connection per batch (despite its name: rumqttd's QoS 1
-    /// in-flight window is a fixed 100 messages).
-    pub max_inflight_count: usize,
-    /// Time rumqttd allows for its readiness probe to succeed on each internal port.
-    #[serde(with = "humantime_serde")]
-    pub readiness_timeout: Duration,
-    /// Smaller logs for the filters matching these patterns: filters that are many and carry
-    /// little, such as one commit topic per cabinet. Patterns should not overlap (rumqttd
-    /// gives a filter matching several any one of them).
-    pub filter_segments: Vec<FilterSegments>,
-}
-
-/// Log size for the filters matching one pattern; see [`RumqttdTuning::filter_segments`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterSegments {
-    /// An MQTT filter (`+`, `#`) that subscribed filters are matched against as if topics.
-    pub filter: String,
-    /// Bytes per segment (at least 1024); a larger message is stored whole.
-    pub max_segment_size: usize,
-    /// Segments kept (at least 1).
-    pub max_segment_count: usize,
-}
-
-/// The commit topic of every cabinet under the default root: one filter per cabinet, a few
-/// blocks a second each. A cabinet that falls further behind than its log re-issues its
-/// windows after the commit deadline and is answered again, so small logs lose nothing.
-pub const DEFAULT_COMMIT_FILTER: &str = "wattchain/cabinet/+/commit";
-
-impl Default for RumqttdTuning {
-    fn default() -> Self {
-        // rumqttd keeps a full log for every filter ever subscribed, so its size is paid per
-        // filter (bench::bound). It is also the only buffer for a subscriber that lags: past
-        // (count - 1) × size bytes behind, rumqttd skips it ahead, even at QoS 1. 4 MiB × 4
-        // lets an averager lag ~5 s behind 100k quadruplets/s of windows; at 1 MiB × 4, the
-        // pipeline bench lost a third of its windows to skips at that rate. The filters that
-        // are many (one commit topic per cabinet) get small logs in `filter_segments`.
-        // 100 outgoing packets matches rumqttd's fixed QoS 1 in-flight window.
-        RumqttdTuning {
-            max_segment_size: 4 * DEFAULT_MAX_PACKET_SIZE,
-            max_segment_count: 4,
-            max_outgoing_packet_count: 100,
-            max_inflight_count: 100,
-            readiness_timeout: Duration::from_secs(5),
-            filter_segments: vec![FilterSegments {
-                filter: DEFAULT_COMMIT_FILTER.to_string(),
-                max_segment_size: 64 * 1024,
-                max_segment_count: 4,
-            }],
-        }
-    }
-}
-
 impl BrokerConfig {
     /// Reads and validates a TOML config file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
@@ -264,6 +252,14 @@ impl BrokerConfig {
         Ok(users)
     }
 
+    fn tls_listen(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|tls| tls.listen)
+    }
+
+    fn ws_listen(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().map(|ws| ws.listen)
+    }
+
     /// Checks ranges and consistency; [`crate::start`] calls it too.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
@@ -274,7 +270,7 @@ impl BrokerConfig {
                 self.max_packet_size
             ));
         }
-        // rumqttd keeps the remaining length in a u32-sized field; MQTT itself caps at 256 MiB.
+        // MQTT's remaining length caps a packet at 256 MiB.
         if self.max_packet_size > 256 * 1024 * 1024 {
             return invalid(format!(
                 "max_packet_size = {} exceeds MQTT's 256 MiB",
@@ -291,43 +287,48 @@ impl BrokerConfig {
         if self.max_concurrent_logins == 0 {
             return invalid("max_concurrent_logins must be at least 1".into());
         }
-        let tuning = &self.rumqttd;
-        if tuning.max_segment_size < self.max_packet_size {
-            return invalid(format!(
-                "rumqttd.max_segment_size = {} must hold one max_packet_size ({})",
-                tuning.max_segment_size, self.max_packet_size
-            ));
+        let limits = &self.limits;
+        if limits.max_inflight == 0 {
+            return invalid("limits.max_inflight must be at least 1".into());
         }
-        if tuning.max_segment_count == 0
-            || tuning.max_outgoing_packet_count == 0
-            || tuning.max_inflight_count == 0
-        {
+        if limits.max_queued_messages == 0 || limits.max_subscriptions == 0 {
             return invalid(
-                "rumqttd segment, outgoing and inflight counts must be positive".into(),
+                "limits.max_queued_messages and limits.max_subscriptions must be at least 1".into(),
             );
         }
-        if tuning.max_inflight_count > usize::from(u16::MAX) {
-            return invalid("rumqttd.max_inflight_count must fit MQTT's 16-bit packet ids".into());
+        // A client id up to 23 characters is what MQTT 3.1.1 requires servers to accept.
+        if limits.max_client_id_len < 23 {
+            return invalid(format!(
+                "limits.max_client_id_len = {} is below MQTT's 23",
+                limits.max_client_id_len
+            ));
         }
-        if tuning.readiness_timeout.is_zero() {
-            return invalid("rumqttd.readiness_timeout must be positive".into());
+        if limits.max_retained_messages == 0 || limits.max_retained_payload == 0 {
+            return invalid(
+                "limits.max_retained_messages and limits.max_retained_payload must be positive \
+                 (the agents' status and head topics are retained)"
+                    .into(),
+            );
         }
-        for f in &tuning.filter_segments {
-            if !crate::acl::is_filter(&f.filter) {
-                return invalid(format!(
-                    "rumqttd.filter_segments: {:?} is not an MQTT filter",
-                    f.filter
-                ));
-            }
-            // Below 1 KiB rumqttd panics; a larger message is stored whole, so no upper tie
-            // to max_packet_size here.
-            if f.max_segment_size < 1024 || f.max_segment_count == 0 {
-                return invalid(format!(
-                    "rumqttd.filter_segments {:?}: max_segment_size must be at least 1024 and \
-                     max_segment_count at least 1",
-                    f.filter
-                ));
-            }
+        if limits.max_session_expiry.is_zero() {
+            return invalid("limits.max_session_expiry must be positive".into());
+        }
+        if limits.session_expiry > limits.max_session_expiry {
+            return invalid(format!(
+                "limits.session_expiry ({}) exceeds limits.max_session_expiry ({})",
+                humantime::format_duration(limits.session_expiry),
+                humantime::format_duration(limits.max_session_expiry)
+            ));
+        }
+        // rmqtt panics on two listeners with one key; distinct addresses keep keys distinct.
+        let mut addrs: Vec<SocketAddr> = [Some(self.listen), self.tls_listen(), self.ws_listen()]
+            .into_iter()
+            .flatten()
+            .filter(|addr| addr.port() != 0)
+            .collect();
+        addrs.sort_unstable();
+        if let Some(pair) = addrs.windows(2).find(|pair| pair[0] == pair[1]) {
+            return invalid(format!("{} is configured for two listeners", pair[0]));
         }
         Ok(())
     }
@@ -392,9 +393,9 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_a_segment_smaller_than_a_packet() {
+    fn validate_rejects_a_session_expiry_above_its_cap() {
         let mut config = BrokerConfig::default();
-        config.rumqttd.max_segment_size = config.max_packet_size - 1;
+        config.limits.session_expiry = config.limits.max_session_expiry + Duration::from_secs(1);
         assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
     }
 

@@ -1,11 +1,11 @@
-//! The broker's error type: what `start` and the bench can fail with.
+//! The broker's error type: what `start` can fail with.
 
 use std::net::SocketAddr;
 
 use crate::auth::AuthError;
 use crate::config::ConfigError;
 
-/// Why the broker could not start (or the bench could not run).
+/// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// A public listener could not bind its address.
@@ -20,14 +20,9 @@ pub enum BrokerError {
         /// The operating system's error.
         source: std::io::Error,
     },
-    /// The embedded rumqttd did not answer an MQTT handshake on an internal port in time.
-    #[error("embedded rumqttd is not ready on {addr} (port {port}): {cause}", port = addr.port())]
-    Readiness {
-        /// The internal loopback address probed.
-        addr: SocketAddr,
-        /// What the probe saw last.
-        cause: String,
-    },
+    /// The embedded engine (rmqtt) refused its setup: a plugin or a listener.
+    #[error("embedded MQTT engine setup failed: {0}")]
+    Engine(String),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -37,7 +32,4 @@ pub enum BrokerError {
     /// The TLS certificate or key cannot be used.
     #[error("TLS setup failed: {0}")]
     Tls(String),
-    /// The front-door benchmark failed (client error or timeout).
-    #[error("front-door bench failed: {0}")]
-    Bench(String),
 }

@@ -1,109 +1,105 @@
-//! wattchain's MQTT broker: rumqttd embedded behind a front door that guards it.
+//! wattchain's MQTT broker: [rmqtt](https://github.com/rmqtt/rmqtt) 0.24 embedded in-process.
 //!
-//! One public port serves MQTT 3.1.1 and MQTT 5, like mosquitto. The front door reads each
-//! client's CONNECT, refuses what would hurt rumqttd 0.20 with a proper CONNACK, and relays the
-//! rest to rumqttd's v4 or v5 listener on loopback.
+//! One port serves MQTT 3.1, 3.1.1 and 5, like mosquitto; optional TLS and MQTT-over-WebSocket
+//! ports serve the same sessions. Authentication (argon2id users file) and per-role topic
+//! permissions are rmqtt hooks, so every listener runs them: no port of the process admits a
+//! session that skips them. Retained messages (rmqtt-retainer, in RAM) and shared
+//! subscriptions (`$share/group/filter`, rmqtt-shared-subscription, round robin) are rmqtt's
+//! own plugins, registered in-process.
 //!
-//! Guards, each with an integration test in `broker/tests/guards.rs`: handshake timeout (plain
-//! and TLS), MQTT 3.1 refused with a CONNACK, client ids with `/ + # $` rewritten reversibly
-//! ([`client_id`]), over-long ids refused, keep-alive 0 replaced, connection limit and
-//! credentials checked with proper CONNACK codes (argon2 hashes, see `auth`), one connection per client id at a time
-//! (takeover done by the front door), and the packet-size limit on everything clients send.
+//! Why rmqtt and not rumqttd 0.20 (our engine until 2026-12): five standards-conformant
+//! inputs, each sent once by one client, left rumqttd alive but refusing every new connection
+//! (README "The broker" lists them with the commands that reproduce them); rmqtt serves both
+//! protocol versions after each.
 //!
-//! With users configured, each user may publish and subscribe only where its permissions say
-//! (rumqttd has no ACLs): the front door checks PUBLISH topics (MQTT 5 topic aliases resolved),
-//! will topics and SUBSCRIBE filters before rumqttd sees them; tests in
-//! `broker/tests/permissions.rs`. Without users, packets are only framed, never parsed.
+//! What this crate adds around rmqtt, because rmqtt does not:
+//! - a stop: rmqtt has no shutdown API. [`Broker::shutdown`] aborts the server task (closing
+//!   the listeners) and kicks every session; see its docs for what outlives it;
+//! - a deadline on the first bytes of a CONNECT: rmqtt's handshake timeout started only after
+//!   them, so an idle socket was held forever (patched in `vendor/rmqtt-net`, see PATCHED.md);
+//! - tuning the pipeline needs ([`config::Limits`]): TCP_NODELAY, 100 messages in flight and
+//!   100 000 queued per session (rmqtt's defaults, 16 and 1000, halve the pipeline's
+//!   throughput), no CPU busy check (rmqtt refuses clients when the load average is high), a
+//!   cap on session expiry (uncapped by default);
+//! - counters: [`Broker::stats`], with every dropped message counted (per client when a client
+//!   is too slow) and logged with the client id.
 //!
-//! Shared subscriptions (`$share/group/filter`) work for both protocol versions, but rumqttd
-//! keys a group by its name alone: use each group name for exactly one filter, or messages are
-//! lost. rumqttd also hands a group's messages round robin one at a time, and while the member
-//! whose turn it is waits on its QoS 1 window (100 unacknowledged messages, fixed), the router
-//! thread re-reads the group's backlog for every other member in a busy loop: in
-//! `wattchain bench pipeline` at 100k quadruplets/s the router spent 2.4–2.9 s of CPU per 6 s
-//! run with two averagers against 0.9 s with one. Subscribing the members at QoS 0 removes the
-//! loop but also rumqttd's only flow control towards a slow member: past capacity (150k/s
-//! offered) an averager was disconnected on keep-alive and 11 000 of 15 000 windows missed the
-//! bench's drain, so agents keep QoS 1.
-//!
-//! rumqttd has no shutdown API: after [`Broker::shutdown`] its threads live on, listening on
-//! loopback only, until the process exits.
+//! rmqtt logs through the `log` crate; a `tracing-subscriber` with its default `tracing-log`
+//! feature (as the `wattchain` binary installs) receives those records as `tracing` events
+//! under the targets `rmqtt*`.
 //!
 //! # Layout
 //!
-//! - [`config`]: [`BrokerConfig`] with defaults, the commented default TOML, validation.
+//! - [`config`]: [`BrokerConfig`] and its [`config::Limits`] with defaults, the commented
+//!   default TOML, validation.
 //! - `error`: [`BrokerError`], what starting the broker can fail with.
 //! - `auth`: argon2 password hashes ([`hash_password`]) and the bounded login check.
 //! - [`acl`]: [`Permissions`], MQTT wildcard matching of topics and filters.
-//! - `gate`: checks an authenticated client's PUBLISH and SUBSCRIBE against its permissions.
-//! - `internal`: rumqttd on two loopback ports, with a readiness probe.
-//! - `front_door`: the public accept loops and the CONNECT guards.
-//! - `relay`: byte relaying with the packet-size limit.
-//! - `sessions`: one relayed connection per client id (takeover by the front door).
-//! - `framing`: packet boundaries from fixed headers, for the size limit.
-//! - `packet`: CONNECT parsing and splicing, and the packets the front door sends itself.
-//! - [`client_id`]: the reversible client-id rewriting.
-//! - `tls`: TLS termination for the optional TLS listener.
-//! - `websocket`: the optional MQTT-over-WebSocket listener.
-//! - [`mod@bench`]: front door versus direct-to-rumqttd throughput.
+//! - `engine`: rmqtt's context, plugins and listeners built from the config.
+//! - `hooks`: the rmqtt hooks for authentication, permissions and counting.
+//! - `stats`: [`BrokerStats`] and the counters behind it.
 
 #![warn(missing_docs)]
 
 pub mod acl;
 mod auth;
-pub mod bench;
-pub mod client_id;
 pub mod config;
+mod engine;
 mod error;
-mod framing;
-mod front_door;
-mod gate;
-mod internal;
-mod packet;
-mod relay;
-mod sessions;
-mod tls;
-mod websocket;
+mod hooks;
+mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use rmqtt::context::ServerContext;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
 pub use acl::Permissions;
 pub use auth::{hash_password, AuthError};
 pub use config::{
-    default_config_toml, BrokerConfig, ConfigError, FilterSegments, RumqttdTuning, TlsConfig, User,
-    WsConfig,
+    default_config_toml, BrokerConfig, ConfigError, Limits, TlsConfig, User, WsConfig,
 };
 pub use error::BrokerError;
+pub use stats::{BrokerStats, OTHER_CLIENTS};
 
-use front_door::{FrontDoor, Transport};
+use stats::Counters;
 
 /// Largest MQTT packet, in bytes, that the broker accepts and our clients send or receive.
 ///
-/// One place for the limit: the broker applies it at the front door and to rumqttd, and the
-/// agents' MQTT session uses it for rumqttc's packet limits (whose 10 KiB default is too small
-/// for a window of samples).
+/// One place for the limit: the broker applies it to every listener, and the agents' MQTT
+/// session uses it for rumqttc's packet limits (whose 10 KiB default is too small for a window
+/// of samples).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 1024 * 1024;
 
-/// A running broker; dropping it without [`Broker::shutdown`] leaves the front door running.
-#[derive(Debug)]
+/// How long [`Broker::shutdown`] waits for sessions to acknowledge their kick.
+const KICK_WAIT: Duration = Duration::from_millis(80);
+
+/// A running broker; dropping it without [`Broker::shutdown`] leaves it running until the
+/// tokio runtime ends.
 pub struct Broker {
     local_addr: SocketAddr,
     tls_local_addr: Option<SocketAddr>,
     ws_local_addr: Option<SocketAddr>,
-    internal_v4: SocketAddr,
-    internal_v5: SocketAddr,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    scx: ServerContext,
+    server: JoinHandle<()>,
+    counters: Arc<Counters>,
 }
 
-/// Validates `config`, binds the public listeners, starts rumqttd and waits until it answers.
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("local_addr", &self.local_addr)
+            .field("tls_local_addr", &self.tls_local_addr)
+            .field("ws_local_addr", &self.ws_local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validates `config`, binds every listener and starts the engine; once this returns, each
+/// listener accepts (connections made earlier wait in the backlog, not refused).
 pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
     config.validate()?;
     let users = config.load_users()?;
@@ -117,80 +113,42 @@ pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         })
         .await
         .map_err(|err| BrokerError::Auth(AuthError::Hash(err.to_string())))?;
-        Some(built?)
+        Some(Arc::new(built?))
     };
-    let listener = bind(config.listen).await?;
-    let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let tls = match &config.tls {
-        Some(tls_config) => {
-            let acceptor = tls::acceptor(tls_config)?;
-            Some((bind(tls_config.listen).await?, acceptor))
-        }
-        None => None,
-    };
-    let tls_local_addr = match &tls {
-        Some((listener, _)) => Some(listener.local_addr().map_err(|source| BrokerError::Bind {
-            addr: config.listen,
-            source,
-        })?),
-        None => None,
-    };
-    let ws = match &config.ws {
-        Some(ws) => Some(bind(ws.listen).await?),
-        None => None,
-    };
-    let ws_local_addr = match &ws {
-        Some(listener) => Some(listener.local_addr().map_err(|source| BrokerError::Bind {
-            addr: config.listen,
-            source,
-        })?),
-        None => None,
-    };
-    for addr in [Some(local_addr), tls_local_addr, ws_local_addr]
-        .into_iter()
-        .flatten()
+    let counters = Arc::new(Counters::default());
+    let bound = engine::build(&config, auth.clone(), Arc::clone(&counters)).await?;
+    for addr in [
+        Some(bound.local_addr),
+        bound.tls_local_addr,
+        bound.ws_local_addr,
+    ]
+    .into_iter()
+    .flatten()
     {
         warn_if_open(auth.is_some(), addr);
     }
-
-    let rumqttd = internal::launch(&config).await?;
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let door = Arc::new(FrontDoor {
-        permits: Arc::new(Semaphore::new(config.max_connections)),
-        sessions: Arc::default(),
-        config,
-        rumqttd,
-        auth,
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
+    let listen = bound.local_addr;
+    let server = tokio::spawn(async move {
+        // `run` only returns when every accept loop has (never, in rmqtt 0.24).
+        if let Err(err) = bound.server.run().await {
+            warn!(listen = %listen, error = %err, "embedded MQTT engine stopped");
+        }
     });
-    tracker.spawn(Arc::clone(&door).accept_loop(listener, Transport::Plain));
-    if let Some((listener, acceptor)) = tls {
-        tracker.spawn(Arc::clone(&door).accept_loop(listener, Transport::Tls(acceptor)));
-    }
-    if let Some(listener) = ws {
-        tracker.spawn(Arc::clone(&door).accept_loop(listener, Transport::WebSocket));
-    }
-    info!(listen = %local_addr, tls = ?tls_local_addr, ws = ?ws_local_addr, v4 = %rumqttd.v4, v5 = %rumqttd.v5, "broker ready");
+    info!(
+        listen = %bound.local_addr,
+        tls = ?bound.tls_local_addr,
+        ws = ?bound.ws_local_addr,
+        authenticated = auth.is_some(),
+        "broker ready (rmqtt)"
+    );
     Ok(Broker {
-        local_addr,
-        tls_local_addr,
-        ws_local_addr,
-        internal_v4: rumqttd.v4,
-        internal_v5: rumqttd.v5,
-        shutdown,
-        tracker,
+        local_addr: bound.local_addr,
+        tls_local_addr: bound.tls_local_addr,
+        ws_local_addr: bound.ws_local_addr,
+        scx: bound.scx,
+        server,
+        counters,
     })
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| BrokerError::Bind { addr, source })
 }
 
 /// Anyone who can reach a non-loopback port could publish into the chain's inputs.
@@ -201,7 +159,7 @@ fn warn_if_open(authenticated: bool, addr: SocketAddr) {
 }
 
 impl Broker {
-    /// The public front-door address (MQTT 3.1.1 and 5).
+    /// The address serving MQTT 3.1, 3.1.1 and 5.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -216,29 +174,61 @@ impl Broker {
         self.ws_local_addr
     }
 
-    /// The front door as a URL, `mqtt://127.0.0.1:PORT`.
+    /// The plain listener as a URL, `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://{}", self.local_addr)
     }
 
-    /// rumqttd's internal MQTT 3.1.1 listener, bypassing the guards (for the bench only).
-    pub fn internal_v4_addr(&self) -> SocketAddr {
-        self.internal_v4
+    /// Connections, sessions, subscriptions, retained messages and message counters now.
+    pub async fn stats(&self) -> BrokerStats {
+        let mut stats = self.counters.snapshot();
+        stats.connections = count(self.scx.connections.count());
+        stats.sessions = count(self.scx.sessions.count());
+        // The router's relation count, not `Shared::subscriptions_count`: that one holds
+        // the session table's shard locks across awaits (a deadlock on a single-threaded
+        // runtime when a session ends meanwhile).
+        stats.subscriptions = count(self.scx.extends.router().await.routes().count());
+        stats.retained = {
+            let retain = self.scx.extends.retain().await;
+            count(retain.count().await)
+        };
+        stats
     }
 
-    /// rumqttd's internal MQTT 5 listener, bypassing the guards (for tests only).
-    pub fn internal_v5_addr(&self) -> SocketAddr {
-        self.internal_v5
-    }
-
-    /// Stops accepting, closes every relayed connection and waits for those tasks to end.
+    /// Stops the broker: closes every listener, then kicks every session (connected clients
+    /// see their connection closed, MQTT 5 ones a DISCONNECT first) and waits briefly for
+    /// their acknowledgements. Returns within ~100 ms.
     ///
-    /// rumqttd has no shutdown API: its threads live on until the process exits, listening on
-    /// loopback only.
+    /// rmqtt has no shutdown API, so this is what can be stopped from outside: a socket
+    /// still before its CONNECT closes at its connect timeout, and the plugins' periodic
+    /// timers (retained-message expiry sweep) live until the runtime ends; neither holds a
+    /// listener or a session.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-        info!(listen = %self.local_addr, "broker front door stopped");
+        self.server.abort();
+        let _ = self.server.await;
+        let entries: Vec<_> = {
+            let shared = self.scx.extends.shared().await;
+            shared.iter().collect()
+        };
+        let sessions = entries.len();
+        let mut kicks = JoinSet::new();
+        for entry in entries {
+            kicks.spawn(async move {
+                if let Ok(mut locked) = entry.try_lock().await {
+                    let _ = locked.kick(true, true, true).await;
+                }
+            });
+        }
+        let all_kicked = tokio::time::timeout(KICK_WAIT, kicks.join_all())
+            .await
+            .is_ok();
+        if !all_kicked {
+            warn!(listen = %self.local_addr, sessions, "some sessions did not acknowledge the shutdown in time");
+        }
+        info!(listen = %self.local_addr, sessions, "broker stopped");
     }
+}
+
+fn count(value: isize) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }

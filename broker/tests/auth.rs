@@ -1,4 +1,4 @@
-//! Username/password checks at the front door against a users file of argon2 hashes, with the
+//! Username/password checks by the broker against a users file of argon2 hashes, with the
 //! CONNACK codes each protocol version expects, seen by raw clients, rumqttc and mosquitto.
 
 mod common;

@@ -59,45 +59,38 @@ fn validate_rejects_zero_connections() {
 }
 
 #[test]
-fn filter_segments_are_read_and_bad_ones_refused_with_the_pattern() {
-    let parse = |extra: &str| -> Result<BrokerConfig, ConfigError> {
+fn limits_are_read_with_human_durations_and_bad_ones_refused_naming_the_key() {
+    let parse = |limits: &str| -> Result<BrokerConfig, ConfigError> {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
-        writeln!(file, "[rumqttd]\n{extra}").expect("write");
+        writeln!(file, "[limits]\n{limits}").expect("write");
         BrokerConfig::from_file(file.path())
     };
-    let config = parse(
-        "[[rumqttd.filter_segments]]\nfilter = \"site/+/commit\"\nmax_segment_size = 2048\nmax_segment_count = 2",
-    )
-    .expect("a small log for one pattern is valid");
-    let only = &config.rumqttd.filter_segments;
-    assert_eq!(only.len(), 1, "the file's list replaces the default one");
+    let config = parse("max_inflight = 20\nmax_queued_messages = 5000\nsession_expiry = \"5m\"")
+        .expect("valid limits");
+    assert_eq!(config.limits.max_inflight, 20);
+    assert_eq!(config.limits.max_queued_messages, 5000);
     assert_eq!(
-        (
-            only[0].filter.as_str(),
-            only[0].max_segment_size,
-            only[0].max_segment_count
-        ),
-        ("site/+/commit", 2048, 2)
+        config.limits.session_expiry,
+        std::time::Duration::from_secs(300)
+    );
+    assert_eq!(
+        config.limits.max_subscriptions,
+        wattchain_broker::Limits::default().max_subscriptions,
+        "keys not given keep their defaults"
     );
     for (bad, why) in [
+        ("max_inflight = 0", "max_inflight"),
+        ("max_queued_messages = 0", "max_queued_messages"),
+        ("max_client_id_len = 10", "max_client_id_len"),
+        ("max_retained_messages = 0", "max_retained_messages"),
         (
-            "filter = \"a/#/b\"\nmax_segment_size = 2048\nmax_segment_count = 2",
-            "a/#/b",
+            "session_expiry = \"2d\"\nmax_session_expiry = \"1d\"",
+            "max_session_expiry",
         ),
-        (
-            "filter = \"a/b+\"\nmax_segment_size = 2048\nmax_segment_count = 2",
-            "a/b+",
-        ),
-        (
-            "filter = \"a/+\"\nmax_segment_size = 512\nmax_segment_count = 2",
-            "1024",
-        ),
-        (
-            "filter = \"a/+\"\nmax_segment_size = 2048\nmax_segment_count = 0",
-            "at least 1",
-        ),
+        ("max_inflight = 70000", "max_inflight"),
+        ("max_inflgiht = 10", "max_inflgiht"),
     ] {
-        let err = parse(&format!("[[rumqttd.filter_segments]]\n{bad}")).expect_err(bad);
+        let err = parse(bad).expect_err(bad);
         assert!(err.to_string().contains(why), "{bad}: {err}");
     }
 }

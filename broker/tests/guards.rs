@@ -1,5 +1,6 @@
-//! Each front-door guard, shown against the input that crashes, poisons or hangs an
-//! unguarded rumqttd 0.20, followed by proof that normal clients are still served.
+//! The limits and guards the broker applies at connect and to every packet, each shown
+//! against an input that crashes, poisons or hangs a less careful broker, followed by proof
+//! that normal clients are still served.
 
 mod common;
 
@@ -14,7 +15,7 @@ use wattchain_broker::{BrokerConfig, BrokerError};
 async fn client_ids_with_topic_characters_connect_and_reconnect_without_poisoning() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
-    // Unguarded, rumqttd refuses these silently and panics on the retry of the same id.
+    // Ids with topic characters must not confuse the broker's own bookkeeping.
     for id in ["site/cabinet+1", "probe#$SYS", "100%/done"] {
         for attempt in 0..2 {
             let (code, mut stream) = raw_connack(addr, &connect_packet(4, id, None)).await;
@@ -62,19 +63,19 @@ async fn connection_limit_refuses_with_connack_and_the_same_id_gets_in_once_a_sl
     let (code, holder) = raw_connack(addr, &connect_packet(4, "holder", None)).await;
     assert_eq!(code, 0);
 
-    // Unguarded, rumqttd's refusal followed by a retry of the same id poisons its listener.
+    // A refusal followed by a retry of the same id must leave the listener serving.
     for _ in 0..3 {
         let (v4_code, _) = raw_connack(addr, &connect_packet(4, "late", None)).await;
         let (v5_code, _) = raw_connack(addr, &connect_packet(5, "late", None)).await;
         assert_eq!(
             (v4_code, v5_code),
-            (0x03, 0x97),
-            "server unavailable / quota exceeded"
+            (0x03, 0x88),
+            "server unavailable (3.1.1 and 5)"
         );
     }
     drop(holder);
 
-    // The slot frees when the front door notices the close; retry like a real client would.
+    // The slot frees when the broker notices the close; retry like a real client would.
     let mut admitted = tokio::time::timeout(WAIT, async {
         loop {
             let (code, stream) = raw_connack(addr, &connect_packet(4, "late", None)).await;
@@ -111,7 +112,7 @@ async fn idle_socket_is_closed_after_connect_timeout_while_others_keep_working()
 }
 
 #[tokio::test]
-async fn oversized_publish_disconnects_a_v5_sender_with_packet_too_large_and_spares_others() {
+async fn oversized_publish_closes_a_v5_sender_and_spares_others() {
     let config = BrokerConfig {
         max_packet_size: 4096,
         ..test_config()
@@ -131,14 +132,14 @@ async fn oversized_publish_disconnects_a_v5_sender_with_packet_too_large_and_spa
     let mut packet = vec![0x30];
     varint(body.len(), &mut packet);
     packet.extend_from_slice(&body);
-    // The front door may close before all of it is written.
+    // The broker may close before all of it is written.
     let _ = sender.write_all(&packet).await;
 
+    // rmqtt closes without the optional DISCONNECT 0x95 "packet too large" (mosquitto sends it).
     let tail = read_to_close(&mut sender).await;
-    assert_eq!(
-        tail,
-        [0xe0, 0x02, 0x95, 0x00],
-        "DISCONNECT 'packet too large'"
+    assert!(
+        tail.is_empty() || tail[0] == 0xe0,
+        "closed, at most with a DISCONNECT: {tail:02x?}"
     );
     let publisher = TestClient::v5(addr, "small-sender").await;
     publisher.publish("big/small", &[b'y'; 3000]).await;
@@ -227,9 +228,7 @@ async fn several_brokers_run_in_one_process() {
 
 #[tokio::test]
 async fn clients_vanishing_right_after_connect_do_not_poison_their_id() {
-    // Unguarded, rumqttd keeps a stale entry when its CONNACK write fails and panics (poisoning
-    // the listener) when the id connects again; the front door holds rumqttd's side open until
-    // the CONNACK is read.
+    // A CONNACK that cannot be written must not leave a stale entry behind for that id.
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
     for _ in 0..20 {
@@ -246,7 +245,7 @@ async fn clients_vanishing_right_after_connect_do_not_poison_their_id() {
 }
 
 #[tokio::test]
-async fn a_second_connection_with_the_same_id_takes_over_and_the_first_is_told() {
+async fn a_second_connection_with_the_same_id_takes_over_and_the_first_is_closed() {
     let broker = start(test_config()).await;
     let addr = broker.local_addr();
     let (code, mut first) = raw_connack(addr, &connect_packet(5, "twin", None)).await;
@@ -255,12 +254,37 @@ async fn a_second_connection_with_the_same_id_takes_over_and_the_first_is_told()
     let (code, mut second) = raw_connack(addr, &connect_packet(4, "twin", None)).await;
 
     assert_eq!(code, 0);
+    // rmqtt closes the first connection without DISCONNECT 0x8E "session taken over"
+    // (MQTT 5 §3.1.4 describes one; mosquitto sends it): rmqtt's own behaviour.
     let tail = read_to_close(&mut first).await;
-    assert_eq!(
-        tail,
-        [0xe0, 0x02, 0x8e, 0x00],
-        "DISCONNECT 'session taken over'"
+    assert!(
+        tail.is_empty() || tail[0] == 0xe0,
+        "closed, at most with a DISCONNECT: {tail:02x?}"
     );
     raw_round_trip_v4(&mut second, "twin/echo").await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_publish_to_a_wildcard_topic_name_closes_the_connection_and_is_never_retained() {
+    let broker = start(test_config()).await;
+    let addr = broker.local_addr();
+    for topic in ["wc/+", "wc/#"] {
+        let (code, mut sender) =
+            raw_connack(addr, &connect_packet(4, "wildcard-sender", None)).await;
+        assert_eq!(code, 0);
+        // A retained QoS 0 PUBLISH (0x31) to a topic name with a wildcard.
+        let mut packet = publish_packet_v4(topic, b"not a topic");
+        packet[0] = 0x31;
+        sender.write_all(&packet).await.expect("PUBLISH");
+        assert!(
+            read_to_close(&mut sender).await.is_empty(),
+            "{topic}: closed without a reply"
+        );
+    }
+    let stats = broker.stats().await;
+    assert_eq!(stats.retained, 0, "nothing retained");
+    assert_eq!(stats.messages_dropped, 2, "both refusals counted");
+    assert_broker_serves(addr, "after-wildcards").await;
     broker.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! `$share` groups work through the front door for both protocol versions: members split the
+//! `$share` groups work for both protocol versions: members split the
 //! messages, none twice, none lost.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The optional TLS listener: terminated by the front door, same guards behind it.
+//! The optional TLS listener: same users, permissions and connect timeout as the plain port.
 
 mod common;
 
@@ -51,7 +51,7 @@ async fn tls_client_publishes_to_a_plain_subscriber_and_idle_tls_sockets_are_clo
     };
     let broker = start(config).await;
     let tls_addr = broker.tls_local_addr().expect("TLS listener");
-    // Unguarded, rumqttd runs TLS handshakes inline: this socket would freeze its listener.
+    // A TLS handshake that never starts must not freeze the listener.
     let mut idle = raw_send(tls_addr, &[]).await;
     let mut sub = MosquittoSub::start(broker.local_addr(), "mqttv311", "plain-sub", "tls/t").await;
 

@@ -87,7 +87,7 @@ async fn a_websocket_client_exchanges_messages_with_a_tcp_client() {
 async fn an_idle_socket_on_the_websocket_port_is_closed_and_does_not_block_others() {
     let broker = start(ws_config(Duration::from_millis(300))).await;
     let ws_addr = broker.ws_local_addr().unwrap();
-    // Never sends the HTTP upgrade: rumqttd's own listener would wait on it forever.
+    // Never sends the HTTP upgrade: it must be cut at the connect timeout.
     let mut idle = TcpStream::connect(ws_addr).await.unwrap();
 
     let (mut ws, _) = ws_connect(ws_addr).await;

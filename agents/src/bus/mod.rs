@@ -109,7 +109,8 @@ enum OutletInner {
 pub struct Outlet {
     inner: OutletInner,
     /// Latest payload per retained topic, re-published after every reconnection: the broker
-    /// may have restarted and lost it (rumqttd keeps nothing). Bounded by the agent's topics.
+    /// may have restarted and lost it (the embedded one keeps retained messages in RAM only).
+    /// Bounded by the agent's topics.
     retained: Retained,
 }
 

@@ -24,8 +24,8 @@ const HELD_LIMIT: (usize, usize) = (4096, 16 << 20);
 /// It keeps driving the connection while the agent is busy: an agent waiting for room to
 /// publish while the session waited for room in the agent's inbox was a deadlock. What arrives
 /// while the inbox is full is held, in order, up to [`HELD_LIMIT`]. Messages are acknowledged
-/// on receipt, as before: rumqttd sends a client nothing, not even the acknowledgements of
-/// its own publishes, while that client owes it acknowledgements for a full window.
+/// on receipt: a broker that waits for acknowledgements of a full in-flight window sends
+/// that client nothing more, not even the acknowledgements of its own publishes.
 pub(super) struct Session {
     pub(super) client: AsyncClient,
     /// Received while the inbox was full, oldest first, and their payload bytes.

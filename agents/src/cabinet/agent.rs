@@ -103,12 +103,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<CabinetStats, CabinetError> {
     config.validate()?;
-    let energy = EnergyMeter::open(&config.data_dir, config.period)?;
+    // Refused before anything is written: a cabinet without a genesis leaves no data dir.
     let Some(genesis) = config.genesis.clone() else {
         bus.close().await;
         status_bus.close().await;
         return Err(CabinetError::NoGenesis(config.id.clone()));
     };
+    let energy = EnergyMeter::open(&config.data_dir, config.period)?;
     let (outbox, recovered) = Outbox::open(&config.data_dir, config.outbox_capacity)?;
     info!(
         cabinet = %config.id,

@@ -46,7 +46,7 @@ pub struct NodeConfig {
     pub id: String,
     /// Directory of `genesis.json`, `node.key` and `chain.jsonl`.
     pub data_dir: PathBuf,
-    /// Mining threads, 1..=[`MAX_THREADS`] (default: one per core).
+    /// Mining threads, at most [`MAX_THREADS`] (0: one per core).
     pub threads: usize,
     /// Most records per block this node builds (the genesis may allow fewer).
     pub max_records_per_block: usize,
@@ -80,9 +80,7 @@ impl Default for NodeConfig {
         NodeConfig {
             id: "node".into(),
             data_dir: PathBuf::from("data"),
-            threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_THREADS),
+            threads: 0,
             max_records_per_block: engine.max_records_per_block,
             max_pending: engine.max_pending,
             max_payload: 1 << 20,
@@ -152,9 +150,9 @@ impl NodeConfig {
                 self.max_records_per_block
             ));
         }
-        if !(1..=MAX_THREADS).contains(&self.threads) {
+        if self.threads > MAX_THREADS {
             return bad(format!(
-                "mining threads (--threads) must be 1..={MAX_THREADS}, not {} (leave it out for one per core)",
+                "mining threads (--threads) must be 0..={MAX_THREADS} (0: one per core), not {}",
                 self.threads
             ));
         }
@@ -223,7 +221,11 @@ impl NodeConfig {
 
     /// Mining threads to run.
     pub fn mining_threads(&self) -> usize {
-        self.threads.clamp(1, MAX_THREADS)
+        if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        }
     }
 }
 

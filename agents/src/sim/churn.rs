@@ -86,6 +86,56 @@ impl TryFrom<String> for ChurnSpec {
     }
 }
 
+impl std::fmt::Display for ChurnSpec {
+    /// The form [`FromStr`] reads: `2s` or `1s..5s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use humantime::format_duration as h;
+        match *self {
+            ChurnSpec::Every(d) => write!(f, "{}", h(d)),
+            ChurnSpec::Between(a, b) => write!(f, "{}..{}", h(a), h(b)),
+        }
+    }
+}
+
+/// A churn setting as flags and config files give it: a [`ChurnSpec`], or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct Churn(pub Option<ChurnSpec>);
+
+impl FromStr for Churn {
+    type Err = ChurnSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" | "none" => Ok(Churn(None)),
+            spec => spec.parse().map(|c| Churn(Some(c))),
+        }
+    }
+}
+
+impl TryFrom<String> for Churn {
+    type Error = ChurnSpecError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for Churn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(spec) => spec.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl serde::Serialize for Churn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl ChurnSpec {
     /// The next wait, drawn from `rng` when the spec is a range.
     fn next_wait(&self, rng: &mut StdRng) -> Duration {

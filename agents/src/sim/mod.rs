@@ -16,7 +16,7 @@ use rand::{rngs::StdRng, SeedableRng};
 
 use crate::regmap::{Measurement, RegisterMap, SwitchError, Switches};
 
-pub use churn::{run_churn, ChurnSpec, ChurnSpecError, LoadSwitch};
+pub use churn::{run_churn, Churn, ChurnSpec, ChurnSpecError, LoadSwitch};
 pub use physics::expected;
 
 /// How to run a simulator.

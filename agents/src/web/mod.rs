@@ -159,6 +159,29 @@ impl std::str::FromStr for HttpListen {
     }
 }
 
+impl std::fmt::Display for HttpListen {
+    /// The form [`FromStr`](std::str::FromStr) reads: an address or `off`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl serde::Serialize for HttpListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HttpListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where and how a process serves HTTP.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {

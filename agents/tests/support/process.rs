@@ -11,7 +11,7 @@ use super::WAIT;
 /// The binary under test, quiet but for warnings.
 pub fn wattchain() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wattchain"));
-    c.env("RUST_LOG", "warn,rumqttd=off");
+    c.env("RUST_LOG", "warn");
     c
 }
 

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use wattchain::sim::ChurnSpec;
+use wattchain::config::WattchainConfig;
+use wattchain::sim::{Churn, ChurnSpec};
 use wattchain::up::{self, UpConfig, UpEvent};
 use wattchain::web::client::{self, Client, EventReader, Reply};
 use wattchain::web::{HttpSettings, WebConfig};
@@ -34,25 +35,20 @@ pub struct Up {
 
 /// `up` fast enough for a test: difficulty 8, 50 ms polls, windows of 2, loads switching.
 pub fn fast_config(web: WebConfig) -> UpConfig {
-    UpConfig {
+    let mut file = WattchainConfig::default();
+    file.broker.listen = "127.0.0.1:0".parse().unwrap();
+    file.cabinet.period = Duration::from_millis(50);
+    file.cabinet.window = 2;
+    file.up.difficulty = 8;
+    file.up.churn = Churn(Some("300ms".parse::<ChurnSpec>().unwrap()));
+    file.up.seed = Some(7);
+    file.node.threads = 1;
+    let mut config = UpConfig::from_config(&file).expect("a valid configuration");
+    config.http = Some(HttpSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        period: Duration::from_millis(50),
-        window: 2,
-        difficulty: 8,
-        nodes: 1,
-        data_dir: PathBuf::new(),
-        averagers: 2,
-        churn: Some("300ms".parse::<ChurnSpec>().unwrap()),
-        seed: Some(7),
-        cabinet: "c1".into(),
-        commit_deadline: Duration::from_secs(30),
-        threads: 1,
-        http: Some(HttpSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            web,
-        }),
-        ha: Default::default(),
-    }
+        web,
+    });
+    config
 }
 
 impl Up {

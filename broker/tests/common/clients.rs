@@ -32,7 +32,7 @@ enum Either {
 impl TestClient {
     /// Connects an MQTT 3.1.1 client with id `id`.
     pub async fn v4(addr: SocketAddr, id: &str) -> TestClient {
-        use rumqttc::{Event, Packet};
+        use rumqttc::{Event, Outgoing, Packet};
         let mut options = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(4 << 20, 4 << 20);
@@ -53,6 +53,9 @@ impl TestClient {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         Seen::Publish(p.topic.clone(), p.payload.to_vec())
                     }
+                    // MQTT leaves closing after a DISCONNECT to the client (the broker only
+                    // SHOULD close): end the event loop, which closes the socket.
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => continue,
                     Err(_) => return,
                 };
@@ -73,6 +76,7 @@ impl TestClient {
     pub async fn v5(addr: SocketAddr, id: &str) -> TestClient {
         use rumqttc::v5::mqttbytes::v5::Packet;
         use rumqttc::v5::Event;
+        use rumqttc::Outgoing;
         let mut options = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(Some(4 << 20));
@@ -94,6 +98,7 @@ impl TestClient {
                         String::from_utf8_lossy(&p.topic).into_owned(),
                         p.payload.to_vec(),
                     ),
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => continue,
                     Err(_) => return,
                 };
@@ -131,6 +136,30 @@ impl TestClient {
         })
         .await
         .expect("SUBACK timed out");
+    }
+
+    /// Subscribes at `qos` (0, 1 or 2) and waits for the SUBACK.
+    pub async fn subscribe_at(&mut self, filter: &str, qos: u8) {
+        let ok = match &self.client {
+            Either::V4(c) => c.subscribe(filter, v4_qos(qos)).await.is_ok(),
+            Either::V5(c) => c.subscribe(filter, v5_qos(qos)).await.is_ok(),
+        };
+        assert!(ok, "subscribe request refused");
+        timeout(WAIT, async {
+            while !matches!(self.seen.recv().await, Some(Seen::SubAck) | None) {}
+        })
+        .await
+        .expect("SUBACK timed out");
+    }
+
+    /// Publishes at `qos` (0, 1 or 2), not retained.
+    pub async fn publish_at(&self, topic: &str, qos: u8, payload: &[u8]) {
+        let payload = payload.to_vec();
+        let ok = match &self.client {
+            Either::V4(c) => c.publish(topic, v4_qos(qos), false, payload).await.is_ok(),
+            Either::V5(c) => c.publish(topic, v5_qos(qos), false, payload).await.is_ok(),
+        };
+        assert!(ok, "publish request refused");
     }
 
     /// Publishes at QoS 1.
@@ -178,7 +207,7 @@ impl TestClient {
 }
 
 /// Proves the broker still serves: a fresh v4 subscriber gets a message from a fresh v5
-/// publisher through the front door.
+/// publisher.
 pub async fn assert_broker_serves(addr: SocketAddr, tag: &str) {
     let mut sub = TestClient::v4(addr, &format!("probe-sub-{tag}")).await;
     let topic = format!("probe/{tag}");
@@ -192,4 +221,12 @@ pub async fn assert_broker_serves(addr: SocketAddr, tag: &str) {
     );
     sub.disconnect().await;
     publisher.disconnect().await;
+}
+
+fn v4_qos(qos: u8) -> rumqttc::QoS {
+    rumqttc::qos(qos).expect("QoS 0, 1 or 2")
+}
+
+fn v5_qos(qos: u8) -> rumqttc::v5::mqttbytes::QoS {
+    rumqttc::v5::mqttbytes::qos(qos).expect("QoS 0, 1 or 2")
 }

@@ -6,12 +6,18 @@
 mod certs;
 mod clients;
 mod mosquitto;
+mod raw;
+mod reference;
 mod users;
+pub mod wire;
 
 pub use certs::*;
 pub use clients::*;
 pub use mosquitto::*;
+pub use raw::*;
+pub use reference::*;
 pub use users::*;
+pub use wire::{prop, sub_options, Connect, Message, Props, Value, Will};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -159,7 +165,7 @@ pub fn publish_packet_v4(topic: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A raw 3.1.1 connection that has subscribed to `topic` and publishes to it, receiving its
-/// own message back: proof that rumqttd serves this very connection.
+/// own message back: proof that the broker serves this very connection.
 pub async fn raw_round_trip_v4(stream: &mut TcpStream, topic: &str) {
     raw_subscribe_v4(stream, topic).await;
     stream

@@ -40,7 +40,7 @@ fn spawn(role: &str, args: &[&str]) -> Result<Child, PipelineBenchError> {
         source,
     })?;
     // Children log warnings only unless told otherwise: a line per block would flood stderr.
-    let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,rumqttd=off".to_string());
+    let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string());
     Command::new(exe)
         .args(args)
         .env("RUST_LOG", log)
