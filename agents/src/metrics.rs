@@ -9,10 +9,7 @@
 //! Names follow Prometheus conventions: counters end in `_total`, every label is a bounded id
 //! (a cabinet, an agent, a role) and never a value from a payload.
 //!
-//! Metrics of the ledger nodes come with the nodes (`wattchain_node_blocks_total{node}`,
-//! `wattchain_node_hashes_per_second{node}`, `wattchain_node_reorgs_total{node}`,
-//! `wattchain_node_sync_state{node}`): add them here, next to [`NODE_HEIGHT`], and build a
-//! `Node` handle set like [`Cabinet`].
+//! The ledger nodes record theirs through a [`Node`] handle set, like the cabinets' [`Cabinet`].
 
 use std::sync::OnceLock;
 
@@ -43,6 +40,21 @@ pub const CHAIN_RECORDS: &str = "wattchain_chain_records";
 pub const CHAIN_VALID: &str = "wattchain_chain_valid";
 /// Head index each ledger node reports on its retained head topic. Label `node`.
 pub const NODE_HEIGHT: &str = "wattchain_node_height";
+/// Blocks of a node by `origin`: `produced` (it made them and they joined its main chain) or
+/// `received` (from peers, sync included, valid, on any branch). Label `node`.
+pub const NODE_BLOCKS: &str = "wattchain_node_blocks_total";
+/// Hashes a node's miner computed (`rate()` of it is the mining rate). Label `node`.
+pub const NODE_HASHES: &str = "wattchain_node_hashes_total";
+/// A node's mining rate over its last second or more of mining, hashes/s. Label `node`.
+pub const NODE_HASH_RATE: &str = "wattchain_node_hashes_per_second";
+/// Reorgs of a node's main chain. Label `node`.
+pub const NODE_REORGS: &str = "wattchain_node_reorgs_total";
+/// Blocks a node produced on a parent that was no longer its head (stale). Label `node`.
+pub const NODE_STALE: &str = "wattchain_node_stale_blocks_total";
+/// 1 while a node syncs from a peer, 0 otherwise. Label `node`.
+pub const NODE_SYNC_STATE: &str = "wattchain_node_sync_state";
+/// Windows a node holds that are not on its main chain yet. Label `node`.
+pub const NODE_PENDING: &str = "wattchain_node_pending_records";
 /// Server-sent-event clients connected.
 pub const WEB_SSE_CLIENTS: &str = "wattchain_web_sse_clients";
 /// Server-sent-event clients dropped because they read too slowly.
@@ -133,6 +145,13 @@ fn describe() {
         (BROKER_RECEIVED, "Messages the broker received"),
         (BROKER_SENT, "Messages the broker sent"),
         (BROKER_DROPPED, "Messages the broker dropped"),
+        (NODE_BLOCKS, "Blocks a node produced or received, by origin"),
+        (NODE_HASHES, "Hashes computed by a node's miner"),
+        (NODE_REORGS, "Reorgs of a node's main chain"),
+        (
+            NODE_STALE,
+            "Blocks a node produced on a parent no longer its head",
+        ),
     ] {
         describe_counter!(name, help);
     }
@@ -150,6 +169,15 @@ fn describe() {
         (BROKER_SESSIONS, "Sessions held by the broker"),
         (BROKER_SUBSCRIPTIONS, "Subscriptions held by the broker"),
         (BROKER_RETAINED, "Retained messages held by the broker"),
+        (
+            NODE_HASH_RATE,
+            "Mining rate over the last second of mining, hashes/s",
+        ),
+        (NODE_SYNC_STATE, "1 while the node syncs from a peer"),
+        (
+            NODE_PENDING,
+            "Windows held by the node, not yet on its main chain",
+        ),
     ] {
         describe_gauge!(name, help);
     }
@@ -177,6 +205,45 @@ impl Cabinet {
             windows_produced: counter!(CABINET_WINDOWS_PRODUCED, &label),
             windows_committed: counter!(CABINET_WINDOWS_COMMITTED, &label),
             outbox: gauge!(CABINET_OUTBOX, &label),
+        }
+    }
+}
+
+/// The metric handles of one ledger node, created once when it starts.
+#[derive(Clone)]
+pub struct Node {
+    /// [`NODE_BLOCKS`] `origin="produced"`.
+    pub produced: Counter,
+    /// [`NODE_BLOCKS`] `origin="received"`.
+    pub received: Counter,
+    /// [`NODE_HASHES`].
+    pub hashes: Counter,
+    /// [`NODE_HASH_RATE`].
+    pub hash_rate: Gauge,
+    /// [`NODE_REORGS`].
+    pub reorgs: Counter,
+    /// [`NODE_STALE`].
+    pub stale: Counter,
+    /// [`NODE_SYNC_STATE`].
+    pub sync_state: Gauge,
+    /// [`NODE_PENDING`].
+    pub pending: Gauge,
+}
+
+impl Node {
+    /// The handles labelled with `node`.
+    pub fn new(node: &str) -> Self {
+        let label = [("node", node.to_string())];
+        let origin = |o: &str| [("node", node.to_string()), ("origin", o.to_string())];
+        Node {
+            produced: counter!(NODE_BLOCKS, &origin("produced")),
+            received: counter!(NODE_BLOCKS, &origin("received")),
+            hashes: counter!(NODE_HASHES, &label),
+            hash_rate: gauge!(NODE_HASH_RATE, &label),
+            reorgs: counter!(NODE_REORGS, &label),
+            stale: counter!(NODE_STALE, &label),
+            sync_state: gauge!(NODE_SYNC_STATE, &label),
+            pending: gauge!(NODE_PENDING, &label),
         }
     }
 }

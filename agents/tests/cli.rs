@@ -277,7 +277,30 @@ fn zero_periods_oversized_windows_and_broker_urls_that_are_not_urls_are_refused_
         .map(|s| s.to_string())
         .collect()
     };
+    let node = |role: &str, extra: &[&str]| -> Vec<String> {
+        [role, "--data-dir", dir_arg.as_str()]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            node("node", &["--threads", "5000"]),
+            "mining threads (--threads) must be 0..=1024 (0: one per core), not 5000",
+        ),
+        (
+            node("publisher", &["--threads", "5000"]),
+            "must be 0..=1024 (0: one per core), not 5000",
+        ),
+        (
+            node("node", &["--max-pending", "0"]),
+            "windows in progress (--max-pending) must be at least 1, not 0",
+        ),
+        (
+            node("publisher", &["--max-pending", "0"]),
+            "(--max-pending) must be at least 1",
+        ),
         (
             cabinet(&["--period", "0s"]),
             "--period must be greater than zero",

@@ -116,6 +116,19 @@ async fn every_endpoint_answers_in_the_shape_its_openapi_document_declares() {
         (proof["cabinet"].as_str(), proof["window"].as_u64()),
         (Some("c1"), Some(0))
     );
+    // Final by the genesis's rule (pow: k blocks on top), as the cabinet judges it.
+    let k = wattchain::ledger::DEFAULT_FINALITY_DEPTH;
+    let deep = |p: &serde_json::Value| p["confirmations"].as_u64().is_some_and(|c| c >= k);
+    assert_eq!(proof["final"].as_bool(), Some(deep(proof)), "{proof}");
+    let settled = up
+        .wait_for("window 0 final", "/api/v1/records/c1/0", |p| {
+            p["final"] == true
+        })
+        .await;
+    assert!(
+        deep(&settled),
+        "final with fewer than {k} blocks on top: {settled}"
+    );
     let block = up
         .get(&format!("/api/v1/chain/blocks/{}", proof["block"]["index"]))
         .await
@@ -596,8 +609,16 @@ async fn metrics_parse_as_prometheus_text_with_the_documented_names_moving() {
         m::AVERAGER_AVERAGES,
         m::WEB_MESSAGES,
         m::WEB_REQUESTS,
+        // Recorded by the node runtime: it mines blocks, so both move.
+        m::NODE_BLOCKS,
+        m::NODE_HASHES,
     ];
     let present = [
+        m::NODE_HASH_RATE,
+        m::NODE_REORGS,
+        m::NODE_STALE,
+        m::NODE_SYNC_STATE,
+        m::NODE_PENDING,
         m::CABINET_OUTBOX,
         m::CHAIN_BLOCKS,
         m::CHAIN_RECORDS,
@@ -631,6 +652,14 @@ async fn metrics_parse_as_prometheus_text_with_the_documented_names_moving() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(total(&before, m::CHAIN_VALID), Some(1.0));
+    // The blocks counted are the ones this node produced, labelled with its id and origin.
+    let produced = before.samples.iter().any(|s| {
+        s.metric == m::NODE_BLOCKS
+            && s.labels.get("origin") == Some("produced")
+            && s.labels.get("node").is_some_and(|n| !n.is_empty())
+            && matches!(s.value, prometheus_parse::Value::Counter(v) if v >= 1.0)
+    });
+    assert!(produced, "no node counted a produced block");
     up.stop().await;
 }
 

@@ -209,8 +209,22 @@ impl BlockTemplate {
         key: &NodeKey,
         chain_id: &Hash32,
     ) -> Option<Block> {
-        let mined = miner.mine(&self.prefix(), self.difficulty, cancel)?;
-        Some(self.finish(mined.nonce, key, chain_id))
+        self.mine_counted(miner, cancel, key, chain_id).0
+    }
+
+    /// [`mine`](Self::mine), also saying how many hashes the search computed (cancelled or not).
+    pub fn mine_counted(
+        self,
+        miner: &Miner,
+        cancel: &CancellationToken,
+        key: &NodeKey,
+        chain_id: &Hash32,
+    ) -> (Option<Block>, u64) {
+        let search = miner.search(&self.prefix(), self.difficulty, cancel);
+        let block = search
+            .found
+            .map(|mined| self.finish(mined.nonce, key, chain_id));
+        (block, search.trials)
     }
 
     /// The block with `nonce`, hashed and signed by `key` (whether or not it meets the work).

@@ -135,6 +135,11 @@ impl ChainChecker {
         self.genesis.is_some()
     }
 
+    /// The genesis it checks against.
+    pub fn genesis(&self) -> Option<&Genesis> {
+        self.genesis.as_ref()
+    }
+
     /// Index the next block must have.
     pub fn next_index(&self) -> u64 {
         self.head.as_ref().map_or(0, |h| h.index + 1)

@@ -65,6 +65,9 @@ pub struct EngineConfig {
     /// mines a block to break it; plus up to as much again, different for every node (from its
     /// key), so that one node usually breaks it alone instead of all at once.
     pub tie_break_ms: u64,
+    /// Under pow, how long a node whose turn it is not waits for the block of the node whose
+    /// turn it is (see [`turn`](super::turn)) before mining on the same head itself.
+    pub handoff_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +81,7 @@ impl Default for EngineConfig {
             peer_timeout_ms: 30_000,
             announce_every_ms: 2_000,
             tie_break_ms: 500,
+            handoff_ms: 400,
         }
     }
 }
@@ -275,6 +279,8 @@ pub struct Engine<L: ChainLog> {
     pub(super) in_batch: bool,
     /// The earliest mode timer pending (ms since the epoch).
     mode_timer: Option<u64>,
+    /// The head this node has been waiting on for another node's turn, and since when.
+    pub(super) waiting: Option<(Hash32, u64)>,
     stats: NodeStats,
 }
 
@@ -309,6 +315,7 @@ impl<L: ChainLog> Engine<L> {
             instance: rand::random(),
             in_batch: false,
             mode_timer: None,
+            waiting: None,
             stats: NodeStats::default(),
             store,
         };
@@ -696,7 +703,12 @@ impl<L: ChainLog> Engine<L> {
         for action in actions {
             match action {
                 ModeAction::Produce { parent, consensus } => {
-                    if noting || self.job.is_some() || parent != head.hash || self.syncer.active() {
+                    if noting
+                        || self.job.is_some()
+                        || parent != head.hash
+                        || self.syncer.active()
+                        || !self.my_turn(&head)
+                    {
                         continue;
                     }
                     self.produce(&head, consensus, out);

@@ -5,6 +5,7 @@
 //! - [`engine`]: the sans-IO state machine (events → actions) over the block tree.
 //! - [`assembler`]: four averages → one record; duplicates, bounds, records given back.
 //! - [`sync`]: headers-first sync, bounded, lies refused.
+//! - `turn`: under pow, the nodes take turns by height to mine (fewer stale blocks).
 //! - [`wire`]: head, header and sync payloads.
 //! - [`runtime`]: the MQTT side: a chain handle owning the engine on a blocking thread, a
 //!   producer (the miner) and a router between the bus and the engine.
@@ -17,6 +18,7 @@ pub mod runtime;
 #[cfg(test)]
 mod simulation;
 pub mod sync;
+mod turn;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,9 @@ pub use runtime::{run, MinedBlock};
 /// The role name, used in status and dead-letter topics.
 pub const ROLE: &str = "node";
 
+/// Most mining threads a node runs.
+pub const MAX_THREADS: usize = 1024;
+
 /// How a node runs. Every default lives here (the command line only overrides).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -42,7 +47,7 @@ pub struct NodeConfig {
     pub id: String,
     /// Directory of `genesis.json`, `node.key` and `chain.jsonl`.
     pub data_dir: PathBuf,
-    /// Mining threads (0: one per core).
+    /// Mining threads, at most [`MAX_THREADS`] (0: one per core).
     pub threads: usize,
     /// Most records per block this node builds (the genesis may allow fewer).
     pub max_records_per_block: usize,
@@ -146,8 +151,20 @@ impl NodeConfig {
                 self.max_records_per_block
             ));
         }
-        if self.max_pending == 0 || self.max_side_blocks == 0 || self.max_sync_headers == 0 {
-            return bad("max pending, side blocks and sync headers must be at least 1".into());
+        if self.threads > MAX_THREADS {
+            return bad(format!(
+                "mining threads (--threads) must be 0..={MAX_THREADS} (0: one per core), not {}",
+                self.threads
+            ));
+        }
+        for (what, value) in [
+            ("windows in progress (--max-pending)", self.max_pending),
+            ("blocks kept on lighter branches", self.max_side_blocks),
+            ("headers held while syncing", self.max_sync_headers),
+        ] {
+            if value == 0 {
+                return bad(format!("{what} must be at least 1, not 0"));
+            }
         }
         if self.max_payload < 64 << 10 {
             return bad(format!("max payload {} is below 64 KiB", self.max_payload));

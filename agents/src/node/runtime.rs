@@ -94,8 +94,11 @@ pub async fn run(
         journal
     });
     let instance = engine.instance();
-    let (events, mut actions, chain) = spawn_chain(engine);
+    let metrics = crate::metrics::Node::new(&config.id);
+    let (events, mut actions, chain) = spawn_chain(engine, metrics.clone());
     let producer = Producer {
+        metrics,
+        rate: Arc::default(),
         miner: Arc::new(Miner::new(config.mining_threads())),
         key,
         chain_id: genesis.id(),
@@ -202,6 +205,7 @@ type EventTx = mpsc::Sender<(u64, Event)>;
 /// The chain handle: the engine on the blocking pool, one event at a time.
 fn spawn_chain(
     mut engine: Engine<FileLog>,
+    metrics: crate::metrics::Node,
 ) -> (
     EventTx,
     mpsc::UnboundedReceiver<Vec<Action>>,
@@ -213,6 +217,7 @@ fn spawn_chain(
         let _ = actions_tx.send(engine.start(now_ms()));
         while let Some((now, event)) = events_rx.blocking_recv() {
             let actions = engine.handle(now, event)?;
+            record(&engine, &metrics);
             if !actions.is_empty() && actions_tx.send(actions).is_err() {
                 break;
             }
@@ -222,8 +227,43 @@ fn spawn_chain(
     (events_tx, actions_rx, task)
 }
 
+/// Exports the engine's counters (a few atomic stores per event).
+fn record(engine: &Engine<FileLog>, m: &crate::metrics::Node) {
+    let stats = engine.stats();
+    m.produced.absolute(stats.mined);
+    m.received.absolute(stats.received);
+    m.reorgs.absolute(stats.reorgs);
+    m.stale.absolute(stats.stale);
+    m.pending.set(engine.pending() as f64);
+    m.sync_state.set(if engine.syncing() { 1.0 } else { 0.0 });
+}
+
+/// Hashes and mining time since the mining rate was last exported.
+#[derive(Debug, Default)]
+struct HashRate {
+    hashes: u64,
+    time: Duration,
+}
+
+impl HashRate {
+    /// Adds one job's search; exports the rate once a second of mining has accumulated (easy
+    /// blocks take microseconds: one job alone says little).
+    fn add(&mut self, hashes: u64, time: Duration, m: &crate::metrics::Node) {
+        m.hashes.increment(hashes);
+        self.hashes += hashes;
+        self.time += time;
+        if self.time >= Duration::from_secs(1) {
+            m.hash_rate
+                .set(self.hashes as f64 / self.time.as_secs_f64());
+            *self = HashRate::default();
+        }
+    }
+}
+
 /// Runs one mining job at a time on the blocking pool.
 struct Producer {
+    metrics: crate::metrics::Node,
+    rate: Arc<std::sync::Mutex<HashRate>>,
     miner: Arc<Miner>,
     key: NodeKey,
     chain_id: Hash32,
@@ -243,9 +283,13 @@ impl Producer {
             self.chain_id,
             self.events.clone(),
         );
+        let (metrics, rate) = (self.metrics.clone(), self.rate.clone());
         let started = Instant::now();
         tokio::task::spawn_blocking(move || {
-            let block = template.mine(&miner, &token, &key, &chain_id);
+            let (block, hashes) = template.mine_counted(&miner, &token, &key, &chain_id);
+            rate.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(hashes, started.elapsed(), &metrics);
             let _ = events.blocking_send((now_ms(), Event::Mined { job, block }));
         });
         started

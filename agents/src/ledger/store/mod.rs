@@ -705,6 +705,6 @@ impl<L: ChainLog> ChainStore<L> {
 
 /// The size a block counts for against the limits: its JSON length, estimated from its shape
 /// (a record is under 480 bytes, the rest under 800) so that no block is serialised to count it.
-fn block_bytes(block: &Block) -> usize {
+pub(crate) fn block_bytes(block: &Block) -> usize {
     800 + 480 * block.records().len()
 }

@@ -250,6 +250,9 @@ pub async fn record(
     let head: BlockHead = serde_json::from_str(block.raw.get()).unwrap_or_default();
     let summary = state.chain.summary();
     let head_index = summary.head.as_ref().map_or(index, |h| h.index);
+    let confirmations = head_index.saturating_sub(index);
+    let is_final = crate::ledger::Block::from_json(block.raw.get())
+        .is_ok_and(|b| state.chain.is_final(&b.header(), confirmations));
     Ok(Json(RecordProof {
         block: BlockRef {
             index,
@@ -259,7 +262,8 @@ pub async fn record(
         },
         position,
         record,
-        confirmations: head_index.saturating_sub(index),
+        confirmations,
+        is_final,
         chain_valid: summary.verification.first_bad.is_none(),
         cabinet,
         window,

@@ -166,6 +166,10 @@ pub struct RecordProof {
     pub record: Box<RawValue>,
     /// Blocks on top of it.
     pub confirmations: u64,
+    /// Whether the block is final by the genesis's consensus mode (under pow: k blocks of
+    /// work on top), the point at which the cabinet releases the window from its outbox.
+    #[serde(rename = "final")]
+    pub is_final: bool,
     /// The chain verifies up to its head.
     pub chain_valid: bool,
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use crate::ledger::{Block, ChainChecker, Hash32};
+use crate::ledger::{Block, ChainChecker, Hash32, Header};
 
 /// Blocks between two remembered file offsets: reading block `i` skips at most this many lines.
 pub const CHECKPOINT: u64 = 64;
@@ -136,6 +136,9 @@ pub trait ChainView: Send + Sync + 'static {
     fn page(&self, from: u64, limit: usize) -> Result<Vec<Arc<StoredBlock>>, ChainError>;
     /// Index of the block that commits `window` of `cabinet`.
     fn locate(&self, cabinet: &str, window: u64) -> Option<u64>;
+    /// Whether a block with this header and `confirmations` blocks on top is final by the
+    /// genesis's consensus mode (what a cabinet waits for); false without a genesis.
+    fn is_final(&self, header: &Header, confirmations: u64) -> bool;
     /// Takes in what was appended since the last call; returns the new blocks (the latest
     /// [`RECENT`] of them when many arrived at once).
     fn refresh(&self) -> Result<Vec<Arc<StoredBlock>>, ChainError>;
@@ -318,6 +321,13 @@ impl ChainView for FileChain {
 
     fn locate(&self, cabinet: &str, window: u64) -> Option<u64> {
         self.lock().checker.windows().get(cabinet, window)
+    }
+
+    fn is_final(&self, header: &Header, confirmations: u64) -> bool {
+        self.lock()
+            .checker
+            .genesis()
+            .is_some_and(|g| g.consensus.is_final(header, confirmations))
     }
 
     fn refresh(&self) -> Result<Vec<Arc<StoredBlock>>, ChainError> {

@@ -278,6 +278,7 @@ $("#search").addEventListener("submit", async (ev) => {
     row("Window", `${p.cabinet} #${p.window}, ${r.n} samples`);
     row("Time", `${r.from} → ${r.to}`);
     row("Block", `#${p.block.index}, record ${p.position}, ${p.confirmations} confirmation(s)`);
+    row("Final", p.final ? "yes: the cabinet may release it" : "not yet", p.final ? "good" : "muted");
     row("Block hash", p.block.hash, "mono");
     row("Mined by", p.block.producer || "—");
     const units = { U: "V", I: "A", PA: "W", PR: "var" };
