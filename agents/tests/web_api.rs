@@ -642,12 +642,18 @@ async fn metrics_parse_as_prometheus_text_with_the_documented_names_moving() {
                 && s.labels.get("node") == Some("n9")
                 && matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 41.0)
         });
-        if still.is_empty() && dead && node {
+        // The embedded broker's own counters, copied in every second: its agents are
+        // connected, messages flow through it, and its drops are exported.
+        let broker = total(&now, m::BROKER_CONNECTIONS) >= Some(3.0)
+            && total(&now, m::BROKER_RECEIVED) > Some(0.0)
+            && total(&now, m::BROKER_SENT) > Some(0.0)
+            && total(&now, m::BROKER_DROPPED).is_some();
+        if still.is_empty() && dead && node && broker {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not moving: {still:?}, dead letters {dead}, node height {node}"
+            "not moving: {still:?}, dead letters {dead}, node height {node}, broker {broker}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

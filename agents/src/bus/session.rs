@@ -14,6 +14,13 @@ use tracing::{debug, info, warn};
 
 use super::{Incoming, Link, Retained};
 
+/// How long a closing session waits for its last publishes to be acknowledged and its
+/// DISCONNECT to leave.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A filter no agent subscribes to: unsubscribing from it is the closing session's marker.
+const GOODBYE_MARKER: &str = "$wattchain-goodbye";
+
 /// Messages, and payload bytes, a session holds for a busy agent before it stops reading
 /// from the broker. An agent is busy for a broker round trip or two (waiting for room to
 /// publish), so this is far more than it needs, and it bounds the memory a flood can take.
@@ -194,26 +201,36 @@ impl Session {
             .get(topic)
             .cloned();
         let farewell = last_word.unwrap_or_else(|| offline.clone().into());
+        // The farewell, then an UNSUBSCRIBE of a filter we never had: requests leave in order,
+        // so its UNSUBACK means the broker has read every publish queued before it; with every
+        // PUBACK in too, the DISCONNECT cannot overtake them. A broker may drop the messages a
+        // client has not had acknowledged when it disconnects (rmqtt does), so a short-lived
+        // client such as `cabinet forget` would lose its last publishes.
         let queued = self
             .client
             .try_publish(topic, QoS::AtLeastOnce, true, farewell)
-            .and_then(|_| self.client.try_disconnect());
+            .and_then(|_| self.client.try_unsubscribe(GOODBYE_MARKER));
         if queued.is_err() {
             return;
         }
         let drain = async {
+            let mut marked = false;
             loop {
                 match self.eventloop.poll().await {
-                    Ok(Event::Outgoing(RumqttOutgoing::Disconnect)) | Err(_) => break,
+                    Ok(Event::Incoming(Packet::UnsubAck(_))) => marked = true,
+                    Ok(Event::Outgoing(RumqttOutgoing::Disconnect)) | Err(_) => return,
                     Ok(_) => {}
+                }
+                if marked && self.eventloop.state.inflight() == 0 {
+                    if self.client.try_disconnect().is_err() {
+                        return;
+                    }
+                    marked = false;
                 }
             }
         };
-        if tokio::time::timeout(Duration::from_secs(1), drain)
-            .await
-            .is_err()
-        {
-            debug!(broker = %self.broker, "no clean disconnect within 1s");
+        if tokio::time::timeout(GOODBYE_TIMEOUT, drain).await.is_err() {
+            debug!(broker = %self.broker, "no clean disconnect within {GOODBYE_TIMEOUT:?}");
         }
     }
 }
