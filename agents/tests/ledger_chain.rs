@@ -5,8 +5,11 @@
 
 mod support;
 
+#[path = "support/verifiers.rs"]
+mod verifiers;
+use verifiers::python_verify;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use wattchain::ledger::{
     digest_values, verify_file, Averages, Block, ChainStore, Digests, Genesis, Hash32, Limits,
@@ -79,21 +82,6 @@ fn build_chain(
         assert_eq!(store.insert(b).unwrap().status, Status::Extended);
     }
     (path, store)
-}
-
-fn python_verify(path: &Path) -> (i32, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify_chain.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(path)
-        .output()
-        .expect("python3 runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
 }
 
 fn lines(path: &Path) -> Vec<String> {

@@ -5,8 +5,9 @@
 //! primary, or no certificate. Also pins the PBFT reference vectors of topics.md
 //! (`scripts/test_mode_pbft.py` reproduces them from the specification).
 
-use std::path::Path;
-use std::process::Command;
+#[path = "support/verifiers.rs"]
+mod verifiers;
+use verifiers::{python_verify, write_chain};
 
 use serde_json::{Map, Value};
 use wattchain::ledger::consensus::pbft::certificate::certificate_value;
@@ -88,30 +89,6 @@ fn certify(g: &Genesis, mut block: Block, view: u64) -> Block {
     block
 }
 
-fn write(dir: &Path, g: &Genesis, blocks: &[Block]) -> std::path::PathBuf {
-    let _ = std::fs::remove_file(dir.join("genesis.json"));
-    g.write_new(&dir.join("genesis.json")).unwrap();
-    let path = dir.join("chain.jsonl");
-    let text: String = blocks.iter().map(|b| b.to_json() + "\n").collect();
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn python(path: &Path) -> (i32, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify_chain.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(path)
-        .output()
-        .expect("python3 runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 /// Six certified blocks: views 0, 0, then a view change (view 1 from block 3 on, its
 /// certificate in view 2 for block 4: committed after another view change).
 fn chain(g: &Genesis) -> Vec<Block> {
@@ -130,10 +107,10 @@ fn chain(g: &Genesis) -> Vec<Block> {
 fn both_verifiers_accept_a_certified_pbft_chain() {
     let g = genesis();
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), &g, &chain(&g));
+    let path = write_chain(dir.path(), &g, &chain(&g));
     let summary = verify_file(&g, &path).expect("rust accepts");
     assert_eq!(summary.blocks, 7);
-    let (code, text) = python(&path);
+    let (code, text) = python_verify(&path);
     assert_eq!(code, 0, "python: {text}");
     assert!(text.contains("pbft, 4 validators, f = 1"), "{text}");
 }
@@ -204,7 +181,7 @@ fn both_verifiers_refuse_a_bad_certificate_or_producer_at_that_block() {
         let dir = tempfile::tempdir().unwrap();
         let mut blocks = good.clone();
         blocks[at] = bad;
-        let path = write(dir.path(), &g, &blocks);
+        let path = write_chain(dir.path(), &g, &blocks);
         match verify_file(&g, &path) {
             Err(VerifyFileError::Invalid(e)) => {
                 let text = e.to_string();
@@ -215,7 +192,7 @@ fn both_verifiers_refuse_a_bad_certificate_or_producer_at_that_block() {
             }
             other => panic!("{what}: rust accepted or failed otherwise: {other:?}"),
         }
-        let (code, text) = python(&path);
+        let (code, text) = python_verify(&path);
         assert_eq!(code, 1, "{what}: python: {text}");
         assert!(
             text.starts_with("block 5 (line 6): consensus: ") && text.contains(needle_py),

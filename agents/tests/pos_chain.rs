@@ -2,8 +2,9 @@
 //! `scripts/verify_chain.py` accept the rightful leaders' chain, and both refuse, at the same
 //! block, one produced by another validator or before its round started.
 
-use std::path::Path;
-use std::process::Command;
+#[path = "support/verifiers.rs"]
+mod verifiers;
+use verifiers::{python_verify, write_chain};
 
 use wattchain::ledger::consensus::pos::{Pos, PosBlock};
 use wattchain::ledger::consensus::{new_params, ModeOptions, Validator};
@@ -70,29 +71,6 @@ fn block(g: &Genesis, parent: &Header, round: u32, key: Option<&NodeKey>, late: 
     .finish(0, key, &g.id())
 }
 
-fn write(dir: &Path, g: &Genesis, blocks: &[Block]) -> std::path::PathBuf {
-    g.write_new(&dir.join("genesis.json")).unwrap();
-    let path = dir.join("chain.jsonl");
-    let text: String = blocks.iter().map(|b| b.to_json() + "\n").collect();
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn python(path: &Path) -> (i32, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify_chain.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(path)
-        .output()
-        .expect("python3 runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 fn chain(g: &Genesis, n: u64, last: impl Fn(&Header) -> Block) -> Vec<Block> {
     let mut blocks = vec![g.block()];
     for i in 1..=n {
@@ -112,10 +90,10 @@ fn both_verifiers_accept_a_pos_chain_of_rightful_leaders() {
     let g = genesis();
     let dir = tempfile::tempdir().unwrap();
     let blocks = chain(&g, 12, |p| block(&g, p, 0, None, 5));
-    let path = write(dir.path(), &g, &blocks);
+    let path = write_chain(dir.path(), &g, &blocks);
     let summary = verify_file(&g, &path).expect("rust accepts");
     assert_eq!(summary.blocks, 13);
-    let (code, text) = python(&path);
+    let (code, text) = python_verify(&path);
     assert_eq!(code, 0, "python: {text}");
     assert!(text.contains("pos, 4 validators"), "{text}");
 }
@@ -145,7 +123,7 @@ fn both_verifiers_refuse_a_wrong_leader_and_an_early_round_at_that_block() {
             }
             _ => block(&g, p, 1, None, -1),
         });
-        let path = write(dir.path(), &g, &blocks);
+        let path = write_chain(dir.path(), &g, &blocks);
         match verify_file(&g, &path) {
             Err(VerifyFileError::Invalid(e)) => {
                 let text = e.to_string();
@@ -156,7 +134,7 @@ fn both_verifiers_refuse_a_wrong_leader_and_an_early_round_at_that_block() {
             }
             other => panic!("{what}: rust accepted or failed otherwise: {other:?}"),
         }
-        let (code, text) = python(&path);
+        let (code, text) = python_verify(&path);
         assert_eq!(code, 1, "{what}: python: {text}");
         assert!(
             text.starts_with("block 6 (line 7): consensus: ") && text.contains(needle_py),
