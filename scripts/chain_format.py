@@ -76,6 +76,17 @@ def _finite_float(text):
     return value
 
 
+def canonical(value):
+    """Canonical JSON bytes (topics.md, Genesis document): the chain id's and the modes' own."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def int_in(value, low, high):
+    """Whether `value` is a JSON integer (not a boolean, not a float) in low..=high."""
+    return type(value) is int and low <= value <= high
+
+
 def _integer(text):
     # serde_json reads "-0" as the float -0.0, so it is no integer for the Rust side either.
     return -0.0 if text == "-0" else int(text)
@@ -261,8 +272,7 @@ def load_genesis(data):
         raise Refused("unknown consensus mode %r (known: %s)" % (mode_name, ", ".join(MODES)))
     mode = MODES[mode_name]
     rules = mode.load(consensus)
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    chain_id = hashlib.sha256(canonical.encode("utf-8")).digest()
+    chain_id = hashlib.sha256(canonical(doc)).digest()
     return Genesis(name, doc["created"], created_ms, mode, mode_name, rules, finality_depth,
                    max_records, chain_id)
 

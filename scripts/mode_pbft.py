@@ -4,25 +4,15 @@ COMMIT signatures of distinct validators for the block's height and hash.
 Python standard library only, written from the specification, not from the Rust code.
 """
 
-import json
 import struct
 
 import ed25519
-from chain_format import GENESIS_NAME, HEX64, HEX128, Invalid, Refused, want_keys
+from chain_format import canonical, int_in as _int, GENESIS_NAME, HEX64, HEX128, Invalid, Refused, want_keys
 
 TAG = b"WPB1"
 MAX_F = 21
 VIEW_TIMEOUT_MS = (50, 600_000)
 U64 = 2**64 - 1
-
-
-def canonical(value):
-    return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
-
-
-def _int(value, low, high):
-    return type(value) is int and low <= value <= high
 
 
 def load(consensus):

@@ -4,12 +4,11 @@ Python standard library only, written from the specification, not from the Rust 
 """
 
 import hashlib
-import json
 import re
 import struct
 
 import ed25519
-from chain_format import (GENESIS_NAME, HEX64, HEX128, Invalid, Refused, header, sign_bytes,
+from chain_format import (canonical, int_in as _int, GENESIS_NAME, HEX64, HEX128, Invalid, Refused, header, sign_bytes,
                           timestamp_ms, want_keys)
 
 MAX_VALIDATORS = 1024
@@ -21,15 +20,6 @@ KEYS = ("mode", "validators", "block_interval_ms", "round_timeout_ms", "exclude_
 HEADER_KEYS = ("index", "timestamp", "previous_hash", "records_hash", "difficulty", "nonce",
                "producer", "signature", "hash")
 HEX = re.compile(r"[0-9a-f]*\Z")
-
-
-def canonical(value):
-    return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
-
-
-def _int(value, low, high):
-    return type(value) is int and low <= value <= high
 
 
 def load(consensus):
