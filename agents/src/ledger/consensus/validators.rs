@@ -84,6 +84,13 @@ impl ValidatorSet {
             if let Some(x) = v.iter().find(|x| x.stake == 0) {
                 return Err(bad(format!("{}: stake must be at least 1", x.name)));
             }
+        } else if let Some(x) = v.iter().find(|x| x.stake != 1) {
+            // PBFT counts one vote per validator: a stake given there would be ignored, and a
+            // user who wrote one expects it to count.
+            return Err(bad(format!(
+                "{}: stake {} given, but this mode gives every validator one vote (write NAME=PUBKEY)",
+                x.name, x.stake
+            )));
         }
         Ok(())
     }
@@ -285,6 +292,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"stake\" is not allowed"), "{err}");
+        // `genesis new --consensus pbft --validator a=KEY:5`: the stake would not count.
+        let err = ValidatorSet::new(vec![v("a", 3, 1), v("b", 4, 5)], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b: stake 5 given"), "{err}");
+        assert!(ValidatorSet::new(vec![v("a", 3, 1), v("b", 4, 1)], false).is_ok());
     }
 
     #[test]
