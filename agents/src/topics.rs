@@ -299,6 +299,11 @@ impl Topics {
         .collect()
     }
 
+    /// The broker-latency probe of `wattchain bench pipeline` (a timestamp, QoS 1).
+    pub fn bench_probe(&self) -> String {
+        format!("{}/bench/probe", self.root)
+    }
+
     /// The retained status of one agent.
     pub fn agent_status(&self, id: &str) -> String {
         format!("{}/agent/{id}/status", self.root)

@@ -10,6 +10,8 @@
 //!
 //! The bench counts from what it sees itself on `ledger/block`: the first publication of each
 //! block index, and in it each `(cabinet, window)` against the windows the cabinets produced.
+//! Throughout the run it probes one broker hop (module `probe`); under PBFT it also watches
+//! the averages, for each window's finality (module `finality`, which says what it spans).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,11 +23,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod finality;
 mod modes;
+mod probe;
 mod processes;
 mod report;
 mod tally;
 
+use self::finality::AverageWatch;
+pub use self::finality::Finality;
+use self::probe::HopProbe;
 use self::processes::Children;
 pub use self::processes::RoleMemory;
 pub use self::report::PipelineReport;
@@ -243,6 +250,14 @@ async fn drive(
         spawn_agents(bench, &genesis, &url, dir, &topics, &stop, &mut roles).await?;
     }
 
+    let probe = HopProbe::start(&url, &topics, ready).await?;
+    let pbft = bench.consensus == crate::ledger::consensus::pbft::MODE;
+    let averages = if pbft {
+        Some(AverageWatch::start(&url, &topics, ready).await?)
+    } else {
+        None
+    };
+
     let per_cabinet = ((bench.rate * bench.seconds) as u64 / bench.window as u64).max(1);
     let mut cabinets = Vec::new();
     for k in 0..bench.cabinets {
@@ -296,6 +311,7 @@ async fn drive(
 
     let deadline = start + Duration::from_secs_f64(bench.seconds) + bench.drain;
     let mut failures = Vec::new();
+    let block_topic = topics.block();
     while !tally.complete() {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -304,7 +320,8 @@ async fn drive(
                 break;
             }
             msg = observer.recv() => match msg {
-                Some(m) => tally.on_block(&m.payload, start),
+                Some(m) if m.topic == block_topic => tally.on_block(&m.payload, start),
+                Some(_) => {}
                 None => break,
             },
             Some(end) = roles.join_next() => {
@@ -324,6 +341,16 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut hops = probe.finish().await;
+    let hop = Spread::of(&mut hops);
+    let finality = match averages {
+        Some(watch) => Some(Finality::of(
+            tally.first_seen.iter(),
+            &watch.finish().await,
+            hop.p50_us,
+        )),
+        None => None,
+    };
     let rss_peak_kib = proc_status_kib("VmHWM").unwrap_or(0);
     let role_memory = children.memory();
     stop.cancel();
@@ -383,6 +410,9 @@ async fn drive(
         },
         republished,
         window_to_block: Spread::of(&mut tally.latencies),
+        hop_samples: hops.len() as u64,
+        hop,
+        finality,
         rss_idle_kib,
         rss_peak_kib,
         elapsed_s: elapsed.as_secs_f64(),
@@ -507,12 +537,38 @@ mod tests {
         bench.stagger = stagger;
         let report = run(&bench, CancellationToken::new()).await.unwrap();
         assert_eq!(report.staggered, stagger);
-        assert!(report.failures.is_empty(), "{:?}", report.failures);
-        assert_eq!(report.windows_produced, 3 * 20);
-        assert_eq!(report.windows_committed, 3 * 20);
-        assert_eq!((report.windows_lost, report.windows_duplicated), (0, 0));
-        assert!(report.sustained_quads_per_s > 0.0);
+        assert_every_window_committed_once(&report, 3 * 20);
         assert!(report.window_to_block.p50_us <= report.window_to_block.max_us);
         assert!(report.rss_peak_kib >= report.rss_idle_kib);
+        assert!(
+            report.finality.is_none(),
+            "finality is reported under pbft only"
+        );
+    }
+
+    fn assert_every_window_committed_once(report: &PipelineReport, windows: u64) {
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.windows_produced, windows);
+        assert_eq!(report.windows_committed, windows);
+        assert_eq!((report.windows_lost, report.windows_duplicated), (0, 0));
+        assert!(report.sustained_quads_per_s > 0.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pbft_bench_times_the_finality_of_every_committed_window_and_the_broker_hop() {
+        let mut bench = PipelineBench::new(2, 50.0, 2.0);
+        bench.window = 10;
+        bench.consensus = crate::ledger::consensus::pbft::MODE.into();
+        bench.nodes = 4;
+        let report = run(&bench, CancellationToken::new()).await.unwrap();
+        assert_every_window_committed_once(&report, 2 * 10);
+        let finality = report.finality.expect("a pbft run reports its finality");
+        assert_eq!(
+            (finality.samples, finality.unobserved),
+            (report.windows_committed, 0),
+            "every committed window was seen complete, then in its block"
+        );
+        assert!(report.hop_samples > 0, "the probe crossed the broker");
+        assert!(report.hop.p50_us > 0.0 && finality.latency.p50_us > 0.0);
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::modes::ChainFigures;
-use super::RoleMemory;
+use super::{Finality, RoleMemory};
 use crate::bench::modbus::Spread;
 
 /// What `bench pipeline` measured.
@@ -39,6 +39,13 @@ pub struct PipelineReport {
     pub republished: u64,
     /// From a window's last sample (its `to`, ms grain) to its block's arrival.
     pub window_to_block: Spread,
+    /// One broker hop (QoS 1 publication → a subscriber), probed throughout the same run.
+    pub hop: Spread,
+    /// Probe messages received.
+    pub hop_samples: u64,
+    /// PBFT only (`null` under other modes): each committed window's finality, from its fourth
+    /// average seen to the first publication of its block, against the hop.
+    pub finality: Option<Finality>,
     /// Resident memory of this process once every role is connected, KiB.
     pub rss_idle_kib: u64,
     /// Peak resident memory of this process, KiB.
@@ -89,6 +96,35 @@ impl fmt::Display for PipelineReport {
             ms(self.window_to_block.p99_us),
             ms(self.window_to_block.max_us)
         )?;
+        if let Some(fin) = &self.finality {
+            writeln!(
+                f,
+                "  finality     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} windows; 4th average seen → first ledger/block publication{})",
+                ms(fin.latency.p50_us),
+                ms(fin.latency.p99_us),
+                ms(fin.latency.max_us),
+                fin.samples,
+                match fin.unobserved {
+                    0 => String::new(),
+                    n => format!("; {n} committed windows not seen complete"),
+                }
+            )?;
+        }
+        writeln!(
+            f,
+            "  broker hop   p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} probes at QoS 1, same run)",
+            ms(self.hop.p50_us),
+            ms(self.hop.p99_us),
+            ms(self.hop.max_us),
+            self.hop_samples
+        )?;
+        if let Some(fin) = &self.finality {
+            writeln!(
+                f,
+                "  finality p50 = {:.2} × 3 hops (PRE-PREPARE, PREPARE, COMMIT)  = {:.2} × 4 hops (with the block's publication)",
+                fin.vs_3_hops, fin.vs_4_hops
+            )?;
+        }
         let c = &self.chain;
         writeln!(
             f,

@@ -19,8 +19,8 @@ pub(super) struct ChainTally {
     per_cabinet: u64,
     cabinets: HashSet<String>,
     pub(super) blocks: HashSet<crate::ledger::Hash32>,
-    /// Each committed window and the block that committed it first.
-    committed: HashMap<(String, u64), u64>,
+    /// Each committed window and when the first block holding it was seen.
+    pub(super) first_seen: HashMap<(String, u64), Instant>,
     pub(super) duplicated: u64,
     pub(super) quads: u64,
     pub(super) latencies: Vec<Duration>,
@@ -33,7 +33,7 @@ impl ChainTally {
             per_cabinet,
             cabinets: cabinets.collect(),
             blocks: HashSet::new(),
-            committed: HashMap::new(),
+            first_seen: HashMap::new(),
             duplicated: 0,
             quads: 0,
             latencies: Vec::new(),
@@ -46,7 +46,7 @@ impl ChainTally {
     }
 
     pub(super) fn committed(&self) -> u64 {
-        self.committed.len() as u64
+        self.first_seen.len() as u64
     }
 
     pub(super) fn complete(&self) -> bool {
@@ -91,10 +91,10 @@ impl ChainTally {
             if !self.cabinets.contains(&r.cabinet) || r.window >= self.per_cabinet {
                 continue;
             }
-            match self.committed.entry((r.cabinet.clone(), r.window)) {
+            match self.first_seen.entry((r.cabinet.clone(), r.window)) {
                 Entry::Occupied(_) => self.duplicated += 1,
                 Entry::Vacant(v) => {
-                    v.insert(block.index);
+                    v.insert(now);
                     self.quads += u64::from(r.n);
                     if let Ok(to) = parse_ts("to", &r.to) {
                         self.latencies
