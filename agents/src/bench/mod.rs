@@ -8,11 +8,13 @@
 //! - [`modbus`]: the Modbus poll round trip and period jitter against the simulator.
 //! - [`sync`]: a node with an empty data directory catching up with a long chain.
 //! - [`http`]: `GET /api/v1/chain/head` against a bare axum handler, same process and client.
+//! - `roles`: the roles benches start in-process (ready sessions, averagers, synthetic cabinets).
 //! - [`sse`]: event-stream fan-out: quadruplet → client latency for many clients, server RSS.
 
 pub mod http;
 pub mod mine;
 pub mod modbus;
 pub mod pipeline;
+mod roles;
 pub mod sse;
 pub mod sync;
