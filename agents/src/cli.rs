@@ -690,6 +690,9 @@ pub(crate) enum BenchCommand {
     Http(bench::http::HttpBench),
     /// Event-stream fan-out: many clients, quadruplet → client latency, server memory.
     Sse(bench::sse::SseBench),
+    /// Ledger nodes back on one head after a node is cut off the broker and reconnects, against
+    /// the block propagation time and a sync round trip measured in the same run.
+    Converge(bench::converge::ConvergeBench),
 }
 
 #[derive(Args)]

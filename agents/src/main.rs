@@ -514,6 +514,12 @@ async fn run_bench(command: BenchCommand) -> Result<ExitCode> {
             let ok = r.streams_lost == 0;
             (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
         }
+        BenchCommand::Converge(b) => {
+            let r = bench::converge::run(&b, shutdown).await?;
+            // A partition that never heals is a correctness failure, not a slow figure.
+            let ok = r.failures.is_empty() && r.converged == r.trials_run && r.trials_run > 0;
+            (r.to_string(), serde_json::to_string(&r)?, b.json, ok)
+        }
         BenchCommand::Modbus(b) => {
             let r = bench::modbus::run(&b, shutdown).await?;
             (

@@ -38,9 +38,10 @@ pub use self::processes::RoleMemory;
 pub use self::report::PipelineReport;
 use self::tally::ChainTally;
 use super::modbus::Spread;
-use crate::averager::{self, AveragerConfig};
-use crate::bus::{BrokerUrl, Bus, BusError, BusOptions, QoS};
-use crate::cabinet::{self, CabinetConfig, SourceConfig, SyntheticConfig};
+use super::roles::{self, Load, SyntheticCabinet};
+use crate::averager;
+use crate::bus::{BrokerUrl, BusError, BusOptions, QoS};
+use crate::cabinet;
 use crate::ledger::{Genesis, GENESIS_FILE};
 use crate::node::{self, NodeConfig};
 use crate::topics::Topics;
@@ -225,7 +226,6 @@ async fn drive(
     children: &mut Children,
     shutdown: &CancellationToken,
 ) -> Result<PipelineReport, PipelineBenchError> {
-    let ready = Duration::from_secs(10);
     let topics = Topics::default();
     let stop = CancellationToken::new();
     let mut roles: JoinSet<RoleEnd> = JoinSet::new();
@@ -234,14 +234,14 @@ async fn drive(
         .write_new(&dir.join(GENESIS_FILE))
         .map_err(|_| PipelineBenchError::Invalid("cannot write the bench genesis"))?;
 
-    let mut observer = Bus::connect(
+    let mut observer = roles::session(
         BusOptions::new(url.clone(), "bench-observer", "bench"),
         vec![
             (topics.block(), QoS::AtLeastOnce),
             (topics.agent_status("+"), QoS::AtLeastOnce),
         ],
-    )?;
-    observer.wait_ready(ready).await?;
+    )
+    .await?;
     if bench.processes {
         children
             .start_agents(bench, &url, dir, &mut observer, &topics)
@@ -259,27 +259,17 @@ async fn drive(
     };
 
     let per_cabinet = ((bench.rate * bench.seconds) as u64 / bench.window as u64).max(1);
+    let load = Load {
+        rate: bench.rate,
+        window: bench.window,
+        tick: bench.tick,
+        limit: Some(per_cabinet * bench.window as u64),
+    };
     let mut cabinets = Vec::new();
     for k in 0..bench.cabinets {
         let id = format!("bench-{k}");
-        let mut config = CabinetConfig::new(
-            &id,
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            dir.join("cabinet").join(&id),
-        );
-        config.period = bench.tick;
-        config.window = bench.window;
-        config.genesis = Some(genesis.clone());
-        config.source = SourceConfig::Synthetic(SyntheticConfig::new(
-            bench.rate,
-            Some(per_cabinet * bench.window as u64),
-        ));
-        let options = BusOptions::new(url.clone(), &config.agent_id(), cabinet::ROLE);
-        let status_bus = Bus::connect(config.status_bus_options(&options), vec![])?;
-        let bus = Bus::connect(options, config.subscriptions())?;
-        status_bus.wait_ready(ready).await?;
-        bus.wait_ready(ready).await?;
-        cabinets.push((id, config, bus, status_bus));
+        let c = SyntheticCabinet::connect(&url, &id, dir, &genesis, load).await?;
+        cabinets.push((id, c.config, c.bus, c.status_bus));
     }
     let rss_idle_kib = proc_status_kib("VmRSS").unwrap_or(0);
     children.mark_idle();
@@ -432,18 +422,14 @@ async fn spawn_agents(
     stop: &CancellationToken,
     roles: &mut JoinSet<RoleEnd>,
 ) -> Result<(), PipelineBenchError> {
-    let ready = Duration::from_secs(10);
     for n in 1..=bench.nodes {
         let nconf = NodeConfig {
             id: format!("bench-node-{n}"),
             data_dir: dir.join(format!("node-{n}")),
             ..NodeConfig::default()
         };
-        let bus = Bus::connect(
-            BusOptions::new(url.clone(), &nconf.id, node::ROLE),
-            nconf.subscriptions(),
-        )?;
-        bus.wait_ready(ready).await?;
+        let options = BusOptions::new(url.clone(), &nconf.id, node::ROLE);
+        let bus = roles::session(options, nconf.subscriptions()).await?;
         let (s, g) = (stop.clone(), genesis.clone());
         roles.spawn(async move {
             let r = node::run(nconf, Some(g), bus, s, None).await;
@@ -451,12 +437,7 @@ async fn spawn_agents(
         });
     }
     for n in 1..=bench.averagers {
-        let aconf = AveragerConfig::new(&format!("bench-averager-{n}"), topics.clone());
-        let bus = Bus::connect(
-            BusOptions::new(url.clone(), &aconf.id, averager::ROLE),
-            aconf.subscriptions(),
-        )?;
-        bus.wait_ready(ready).await?;
+        let (aconf, bus) = roles::averager(url, &format!("bench-averager-{n}"), topics).await?;
         let s = stop.clone();
         roles.spawn(async move {
             averager::run(aconf, bus, s).await;

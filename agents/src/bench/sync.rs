@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusOptions};
+use super::roles;
+use crate::bus::BusOptions;
 use crate::ledger::store::{ChainStore, Limits};
 use crate::ledger::{
     digest_values, keys, Averages, Digests, Genesis, GenesisSpec, Hash32, NodeKey, Record,
@@ -153,28 +154,29 @@ pub async fn run(
     .map_err(setup)?;
     let url: crate::bus::BrokerUrl = broker.url().parse().map_err(setup)?;
     let stop = shutdown.child_token();
-    let start_node =
-        |id: &str, data: PathBuf| -> Result<tokio::task::JoinHandle<()>, SyncBenchError> {
-            let config = NodeConfig {
-                id: id.into(),
-                data_dir: data,
-                threads: 1,
-                ..NodeConfig::default()
-            };
-            let bus = Bus::connect(
-                BusOptions::new(url.clone(), id, node::ROLE),
-                config.subscriptions(),
-            )
-            .map_err(setup)?;
-            let (g, s) = (genesis.clone(), stop.clone());
-            Ok(tokio::spawn(async move {
+    let start_node = |id: &str, data: PathBuf| {
+        let config = NodeConfig {
+            id: id.into(),
+            data_dir: data,
+            threads: 1,
+            ..NodeConfig::default()
+        };
+        let options = BusOptions::new(url.clone(), id, node::ROLE);
+        let (g, s) = (genesis.clone(), stop.clone());
+        async move {
+            let bus = roles::session(options, config.subscriptions())
+                .await
+                .map_err(setup)?;
+            Ok::<_, SyncBenchError>(tokio::spawn(async move {
                 let _ = node::run(config, Some(g), bus, s, None).await;
             }))
-        };
-    let a = start_node("bench-source", source.clone())?;
+        }
+    };
+    let a = start_node("bench-source", source.clone()).await?;
     let target = dir.path.as_path().join("target");
+    // The clock starts before the empty node's session: connecting is part of catching up.
     let started = Instant::now();
-    let b = start_node("bench-empty", target.clone())?;
+    let b = start_node("bench-empty", target.clone()).await?;
     let chain = target.join(crate::ledger::CHAIN_FILE);
     let want = blocks + 1;
     loop {
