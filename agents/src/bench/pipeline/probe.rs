@@ -59,10 +59,14 @@ impl HopProbe {
                     _ = s.cancelled() => break,
                     _ = tick.tick() => {
                         let sent = origin.elapsed().as_nanos().to_string();
-                        // A probe not queued is a sample missing, not a wrong one.
-                        let _ = outlet
-                            .publish(topic.clone(), Bytes::from(sent), QoS::AtLeastOnce, false)
-                            .await;
+                        // Never waits: a stalled session must not hold the bench at its
+                        // end; a probe not queued is a sample missing, not a wrong one.
+                        let _ = outlet.try_publish(
+                            topic.clone(),
+                            Bytes::from(sent),
+                            QoS::AtLeastOnce,
+                            false,
+                        );
                     }
                 }
             }
