@@ -250,10 +250,10 @@ async fn drive(
         spawn_agents(bench, &genesis, &url, dir, &topics, &stop, &mut roles).await?;
     }
 
-    let probe = HopProbe::start(&url, &topics, ready).await?;
+    let probe = HopProbe::start(&url, &topics, roles::READY).await?;
     let pbft = bench.consensus == crate::ledger::consensus::pbft::MODE;
     let averages = if pbft {
-        Some(AverageWatch::start(&url, &topics, ready).await?)
+        Some(AverageWatch::start(&url, &topics, roles::READY).await?)
     } else {
         None
     };
