@@ -158,12 +158,7 @@ pub async fn run(
     genesis
         .write_new(&dir.path.join(GENESIS_FILE))
         .map_err(setup)?;
-    let broker = wattchain_broker::start(wattchain_broker::BrokerConfig {
-        listen: "127.0.0.1:0".parse().map_err(setup)?,
-        ..Default::default()
-    })
-    .await
-    .map_err(setup)?;
+    let broker = super::roles::loopback_broker().await.map_err(setup)?;
     let stop = shutdown.child_token();
     let mut roles = JoinSet::new();
     let result = drive(bench, &dir.path, &genesis, &broker, &stop, &mut roles).await;

@@ -77,6 +77,12 @@ pub struct Spread {
     pub max_us: f64,
 }
 
+/// The `p` quantile (0 < p ≤ 1) of non-empty, sorted `samples` by nearest rank.
+pub fn nearest_rank<T: Copy>(samples: &[T], p: f64) -> T {
+    let i = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[i - 1]
+}
+
 impl Spread {
     /// The spread of `samples` (sorted in place); all zero when empty.
     pub fn of(samples: &mut [Duration]) -> Spread {
@@ -84,10 +90,7 @@ impl Spread {
             return Spread::default();
         }
         samples.sort_unstable();
-        let rank = |p: f64| {
-            let i = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-            samples[i - 1].as_secs_f64() * 1e6
-        };
+        let rank = |p: f64| nearest_rank(samples, p).as_secs_f64() * 1e6;
         Spread {
             p50_us: rank(0.50),
             p99_us: rank(0.99),

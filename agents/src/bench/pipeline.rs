@@ -13,7 +13,6 @@
 //! Throughout the run it probes one broker hop (module `probe`); under PBFT it also watches
 //! the averages, for each window's finality (module `finality`, which says what it spans).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -201,11 +200,7 @@ pub async fn run(
             (None, url, "embedded".to_string())
         }
         None => {
-            let config = wattchain_broker::BrokerConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                ..Default::default()
-            };
-            let b = wattchain_broker::start(config).await?;
+            let b = roles::loopback_broker().await?;
             let url = b.url().parse::<BrokerUrl>()?;
             (Some(b), url, "embedded".to_string())
         }

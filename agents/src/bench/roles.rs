@@ -12,6 +12,16 @@ use crate::cabinet::{self, CabinetConfig, SourceConfig, SyntheticConfig};
 use crate::ledger::Genesis;
 use crate::topics::Topics;
 
+/// The embedded broker with its default config on a free loopback port.
+pub(crate) async fn loopback_broker(
+) -> Result<wattchain_broker::Broker, wattchain_broker::BrokerError> {
+    wattchain_broker::start(wattchain_broker::BrokerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    })
+    .await
+}
+
 /// How long a bench session has to connect with its subscriptions acknowledged.
 pub(crate) const READY: Duration = Duration::from_secs(10);
 

@@ -198,11 +198,7 @@ pub async fn run(
     bench: &SseBench,
     shutdown: CancellationToken,
 ) -> Result<SseReport, SseBenchError> {
-    let broker = wattchain_broker::start(wattchain_broker::BrokerConfig {
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        ..Default::default()
-    })
-    .await?;
+    let broker = super::roles::loopback_broker().await?;
     let dir = tempfile::tempdir()?;
     let chain = super::http::make_chain(dir.path(), 3)?;
     let (mut server, addr) = start_server(&broker.url(), &chain).await?;

@@ -146,12 +146,7 @@ pub async fn run(
         .await
         .map_err(setup)?;
 
-    let broker = wattchain_broker::start(wattchain_broker::BrokerConfig {
-        listen: "127.0.0.1:0".parse().map_err(setup)?,
-        ..Default::default()
-    })
-    .await
-    .map_err(setup)?;
+    let broker = super::roles::loopback_broker().await.map_err(setup)?;
     let url: crate::bus::BrokerUrl = broker.url().parse().map_err(setup)?;
     let stop = shutdown.child_token();
     let start_node = |id: &str, data: PathBuf| {

@@ -25,10 +25,7 @@ impl Quantiles {
             return Quantiles::default();
         }
         samples.sort_unstable_by(f64::total_cmp);
-        let rank = |p: f64| {
-            let i = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-            samples[i - 1]
-        };
+        let rank = |p: f64| crate::bench::modbus::nearest_rank(samples, p);
         Quantiles {
             n: samples.len(),
             p50: rank(0.5),
