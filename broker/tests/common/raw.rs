@@ -387,7 +387,31 @@ impl Raw {
     pub async fn until_marker(&mut self, marker: &[u8]) -> Vec<Message> {
         let mut before = Vec::new();
         loop {
-            let message = self.next().await;
+            let message = match self.queued.pop_front() {
+                Some(message) => message,
+                None => match self.try_recv(WAIT).await {
+                    Ok(Some(Packet::Publish(message))) => message,
+                    Ok(Some(Packet::Disconnect(code))) => {
+                        panic!("broker sent DISCONNECT {code:#04x}")
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("broker closed the connection before the marker"),
+                    // Says what did arrive, so a rare miss on a loaded CI machine can be told
+                    // from a lost message.
+                    Err(_) => panic!(
+                        "marker {:?} not received within {WAIT:?}; before it: {:?}",
+                        String::from_utf8_lossy(marker),
+                        before
+                            .iter()
+                            .map(|m: &Message| (
+                                m.topic.clone(),
+                                String::from_utf8_lossy(&m.payload).into_owned(),
+                                m.retain
+                            ))
+                            .collect::<Vec<_>>()
+                    ),
+                },
+            };
             if message.payload == marker {
                 return before;
             }

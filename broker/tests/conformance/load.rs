@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use super::probe::serves_both;
-use super::target::{both, Target};
+use super::target::{both, Setup, Target};
 use crate::common::*;
 
 /// `count` connect/DISCONNECT cycles, alternating 3.1.1 and 5, every id new: none refused;
@@ -114,9 +114,20 @@ async fn keeping_up(t: &Target, count: usize) {
 async fn subscriber_keeping_up_gets_every_qos1_message(t: &Target) {
     keeping_up(t, 50_000).await;
 }
-both!(subscriber_keeping_up_gets_every_qos1_message);
+/// Both brokers with the same per-session queue (ours: `limits.max_queued_messages`, 100 000
+/// by default): mosquitto's default (1000 queued) drops
+/// whenever this debug-built subscriber falls a second behind on a loaded 2-core machine,
+/// which is mosquitto's documented limit, not what this case is about.
+const SAME_QUEUE: Setup = Setup {
+    users: false,
+    all_listeners: false,
+    mosquitto: "max_queued_messages 100000\n",
+    ours: None,
+    exclusive: false,
+};
+both!(subscriber_keeping_up_gets_every_qos1_message, SAME_QUEUE);
 
 async fn subscriber_keeping_up_gets_all_500k_qos1_messages(t: &Target) {
     keeping_up(t, 500_000).await;
 }
-both!(ignored subscriber_keeping_up_gets_all_500k_qos1_messages);
+both!(ignored subscriber_keeping_up_gets_all_500k_qos1_messages, SAME_QUEUE);
