@@ -546,5 +546,12 @@ mod tests {
         );
         assert!(report.hop_samples > 0, "the probe crossed the broker");
         assert!(report.hop.p50_us > 0.0 && finality.latency.p50_us > 0.0);
+        assert!(
+            !report.chain.producers.is_empty(),
+            "the chain names its primaries"
+        );
+        for p in &report.chain.producers {
+            assert_eq!(p.stake_share, 0.25, "one vote in four: {p:?}");
+        }
     }
 }

@@ -42,7 +42,7 @@ pub(super) fn genesis(bench: &PipelineBench, dir: &Path) -> Result<Genesis, Pipe
     }
     let mut spec = GenesisSpec::pow(bench.difficulty);
     spec.consensus = consensus::new_params(&bench.consensus, &options).map_err(|_| {
-        PipelineBenchError::Invalid("--consensus: pow or pos (--block-interval is pos only)")
+        PipelineBenchError::Invalid("--consensus: pow, pos or pbft (--block-interval is pos only)")
     })?;
     Genesis::new(spec).map_err(|_| {
         PipelineBenchError::Invalid("difficulty must be 0..=40, block interval 1 ms..=1 h")
@@ -58,7 +58,7 @@ pub struct ProducerShare {
     pub blocks: u64,
     /// Its share of the blocks.
     pub share: f64,
-    /// Its share of the stake (pos; 0 under pow).
+    /// Its share of the stake (pos), of the votes (pbft: equal), 0 under pow.
     pub stake_share: f64,
 }
 
@@ -120,7 +120,9 @@ pub(super) fn figures(genesis: &Genesis, chain_file: &Path) -> ChainFigures {
         *counts.entry(b.producer.to_hex()).or_default() += 1;
     }
     let params = genesis.consensus.params();
-    let stakes: BTreeMap<String, u64> = consensus::ValidatorSet::from_params(&params, true)
+    // PBFT genesis lists no stakes: one vote each, so equal shares.
+    let staked = genesis.consensus.mode() == consensus::pos::MODE;
+    let stakes: BTreeMap<String, u64> = consensus::ValidatorSet::from_params(&params, staked)
         .map(|set| set.iter().map(|v| (v.key.to_hex(), v.stake)).collect())
         .unwrap_or_default();
     let total_stake: u64 = stakes.values().sum();
