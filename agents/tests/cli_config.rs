@@ -7,7 +7,7 @@ mod support;
 
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use support::free_port;
 use support::process::{wattchain, Proc};
@@ -19,6 +19,13 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Runs `cmd`, asserts it exits 1 (a refused configuration), returns what it printed.
+fn refused(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    out
 }
 
 fn write(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf {
@@ -108,19 +115,18 @@ fn a_flag_overrides_the_file_and_the_file_overrides_the_default() {
 
     // A value the file makes invalid is refused; the same value from a flag overrides it.
     let bad = write(dir.path(), "bad.toml", "[cabinet]\nwindow = 10001\n");
-    let out = wattchain()
-        .args([
-            "cabinet",
-            "--id",
-            "c1",
-            "--modbus",
-            "127.0.0.1:1",
-            "--config",
-        ])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = refused(
+        wattchain()
+            .args([
+                "cabinet",
+                "--id",
+                "c1",
+                "--modbus",
+                "127.0.0.1:1",
+                "--config",
+            ])
+            .arg(&bad),
+    );
     assert!(
         text(&out).contains("--window must be 1..=10000, not 10001"),
         "{}",
@@ -162,12 +168,7 @@ fn an_unknown_key_is_refused_with_its_path_and_line_and_a_bad_duration_with_its_
         "typo.toml",
         "[bus]\nroot = \"site\"\n\n[cabinet]\nperod = \"2s\"\n",
     );
-    let out = wattchain()
-        .args(["cabinet", "--config"])
-        .arg(&typo)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = refused(wattchain().args(["cabinet", "--config"]).arg(&typo));
     let message = text(&out);
     assert!(
         message.contains("typo.toml, line 5") && message.contains("cabinet.perod"),
@@ -183,12 +184,7 @@ fn an_unknown_key_is_refused_with_its_path_and_line_and_a_bad_duration_with_its_
         "d.toml",
         "[up]\nnodes = 2\n[cabinet]\nperiod = \"2 parsecs\"\n",
     );
-    let out = wattchain()
-        .args(["up", "--config"])
-        .arg(&duration)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = refused(wattchain().args(["up", "--config"]).arg(&duration));
     let message = text(&out);
     assert!(
         message.contains("line 4")
@@ -385,11 +381,7 @@ fn up_logs_its_agents_in_with_the_bus_credentials_when_its_broker_has_users() {
 #[test]
 fn a_setting_without_a_default_comes_from_a_flag_or_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let out = wattchain()
-        .args(["cabinet", "--modbus", "127.0.0.1:1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = refused(wattchain().args(["cabinet", "--modbus", "127.0.0.1:1"]));
     assert!(
         text(&out).contains("--id (or `cabinet.id` in the config file) is required"),
         "{}",
@@ -403,12 +395,7 @@ fn a_setting_without_a_default_comes_from_a_flag_or_the_file() {
             dir.path().join("c7")
         ),
     );
-    let out = wattchain()
-        .args(["cabinet", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = refused(wattchain().args(["cabinet", "--config"]).arg(&file));
     assert!(
         text(&out).contains("cabinet c7: no genesis given"),
         "id and modbus from the file, the genesis is what is missing: {}",

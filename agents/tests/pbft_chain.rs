@@ -7,7 +7,7 @@
 
 #[path = "support/verifiers.rs"]
 mod verifiers;
-use verifiers::{python_verify, write_chain};
+use verifiers::{assert_both_refuse, python_verify, write_chain};
 
 use serde_json::{Map, Value};
 use wattchain::ledger::consensus::pbft::certificate::certificate_value;
@@ -15,7 +15,6 @@ use wattchain::ledger::consensus::pbft::messages::{sign_bytes, vote_body, Phase,
 use wattchain::ledger::consensus::{new_params, ModeOptions, Validator};
 use wattchain::ledger::{
     verify_file, Block, BlockTemplate, Genesis, GenesisSpec, Header, NodeKey, Timestamp,
-    VerifyFileError,
 };
 
 /// Validators' keys, sorted by public key (the genesis order: primary of view v = keys[v % 4]).
@@ -182,22 +181,7 @@ fn both_verifiers_refuse_a_bad_certificate_or_producer_at_that_block() {
         let mut blocks = good.clone();
         blocks[at] = bad;
         let path = write_chain(dir.path(), &g, &blocks);
-        match verify_file(&g, &path) {
-            Err(VerifyFileError::Invalid(e)) => {
-                let text = e.to_string();
-                assert!(
-                    text.contains("block 5") && text.contains(needle_rust),
-                    "{what}: {text}"
-                );
-            }
-            other => panic!("{what}: rust accepted or failed otherwise: {other:?}"),
-        }
-        let (code, text) = python_verify(&path);
-        assert_eq!(code, 1, "{what}: python: {text}");
-        assert!(
-            text.starts_with("block 5 (line 6): consensus: ") && text.contains(needle_py),
-            "{what}: {text}"
-        );
+        assert_both_refuse(&g, &path, 5, what, needle_rust, needle_py);
     }
 }
 

@@ -4,13 +4,12 @@
 
 #[path = "support/verifiers.rs"]
 mod verifiers;
-use verifiers::{python_verify, write_chain};
+use verifiers::{assert_both_refuse, python_verify, write_chain};
 
 use wattchain::ledger::consensus::pos::{Pos, PosBlock};
 use wattchain::ledger::consensus::{new_params, ModeOptions, Validator};
 use wattchain::ledger::{
     verify_file, Block, BlockTemplate, Genesis, GenesisSpec, Header, NodeKey, Timestamp,
-    VerifyFileError,
 };
 
 fn keys() -> Vec<NodeKey> {
@@ -124,21 +123,6 @@ fn both_verifiers_refuse_a_wrong_leader_and_an_early_round_at_that_block() {
             _ => block(&g, p, 1, None, -1),
         });
         let path = write_chain(dir.path(), &g, &blocks);
-        match verify_file(&g, &path) {
-            Err(VerifyFileError::Invalid(e)) => {
-                let text = e.to_string();
-                assert!(
-                    text.contains("block 6") && text.contains(needle_rust),
-                    "{what}: {text}"
-                );
-            }
-            other => panic!("{what}: rust accepted or failed otherwise: {other:?}"),
-        }
-        let (code, text) = python_verify(&path);
-        assert_eq!(code, 1, "{what}: python: {text}");
-        assert!(
-            text.starts_with("block 6 (line 7): consensus: ") && text.contains(needle_py),
-            "{what}: {text}"
-        );
+        assert_both_refuse(&g, &path, 6, what, needle_rust, needle_py);
     }
 }
