@@ -269,11 +269,26 @@ impl Raw {
     }
 
     /// Reads until `pick` returns something, queueing publishes read meanwhile.
-    async fn until<T>(&mut self, mut pick: impl FnMut(&Packet) -> Option<T>) -> T {
+    async fn until<T>(&mut self, pick: impl FnMut(&Packet) -> Option<T>) -> T {
+        self.until_within(WAIT, pick)
+            .await
+            .expect("no packet from the broker in time")
+    }
+
+    /// [`Raw::until`], `None` when no packet arrives within `wait` of the previous one.
+    async fn until_within<T>(
+        &mut self,
+        wait: Duration,
+        mut pick: impl FnMut(&Packet) -> Option<T>,
+    ) -> Option<T> {
         loop {
-            let packet = self.recv().await;
+            let packet = self
+                .try_recv(wait)
+                .await
+                .ok()?
+                .expect("broker closed the connection");
             if let Some(found) = pick(&packet) {
-                return found;
+                return Some(found);
             }
             match packet {
                 Packet::Publish(message) => self.queued.push_back(message),
@@ -373,10 +388,17 @@ impl Raw {
 
     /// The next application message (bounded).
     pub async fn next(&mut self) -> Message {
+        self.next_within(WAIT)
+            .await
+            .expect("no packet from the broker in time")
+    }
+
+    /// The next application message, `None` if none arrives within `wait`.
+    async fn next_within(&mut self, wait: Duration) -> Option<Message> {
         if let Some(message) = self.queued.pop_front() {
-            return message;
+            return Some(message);
         }
-        self.until(|p| match p {
+        self.until_within(wait, |p| match p {
             Packet::Publish(message) => Some(message.clone()),
             _ => None,
         })
@@ -385,32 +407,19 @@ impl Raw {
 
     /// Every message received before the one with payload `marker` (which is consumed).
     pub async fn until_marker(&mut self, marker: &[u8]) -> Vec<Message> {
-        let mut before = Vec::new();
+        let mut before: Vec<Message> = Vec::new();
         loop {
-            let message = match self.queued.pop_front() {
-                Some(message) => message,
-                None => match self.try_recv(WAIT).await {
-                    Ok(Some(Packet::Publish(message))) => message,
-                    Ok(Some(Packet::Disconnect(code))) => {
-                        panic!("broker sent DISCONNECT {code:#04x}")
-                    }
-                    Ok(Some(_)) => continue,
-                    Ok(None) => panic!("broker closed the connection before the marker"),
-                    // Says what did arrive, so a rare miss on a loaded CI machine can be told
-                    // from a lost message.
-                    Err(_) => panic!(
-                        "marker {:?} not received within {WAIT:?}; before it: {:?}",
-                        String::from_utf8_lossy(marker),
-                        before
-                            .iter()
-                            .map(|m: &Message| (
-                                m.topic.clone(),
-                                String::from_utf8_lossy(&m.payload).into_owned(),
-                                m.retain
-                            ))
-                            .collect::<Vec<_>>()
-                    ),
-                },
+            let Some(message) = self.next_within(WAIT).await else {
+                // Says what did arrive, so a rare miss on a loaded CI machine can be told
+                // from a lost message.
+                let seen: Vec<_> = before
+                    .iter()
+                    .map(|m| (&m.topic, String::from_utf8_lossy(&m.payload), m.retain))
+                    .collect();
+                panic!(
+                    "marker {:?} not received within {WAIT:?}; before it: {seen:?}",
+                    String::from_utf8_lossy(marker)
+                );
             };
             if message.payload == marker {
                 return before;

@@ -115,9 +115,9 @@ async fn subscriber_keeping_up_gets_every_qos1_message(t: &Target) {
     keeping_up(t, 50_000).await;
 }
 /// Both brokers with the same per-session queue (ours: `limits.max_queued_messages`, 100 000
-/// by default): mosquitto's default (1000 queued) drops
-/// whenever this debug-built subscriber falls a second behind on a loaded 2-core machine,
-/// which is mosquitto's documented limit, not what this case is about.
+/// by default): at mosquitto's default of 1000 it drops whenever this debug-built subscriber
+/// falls a second behind on a loaded 2-core machine, a configured limit, not what this case
+/// is about.
 const SAME_QUEUE: Setup = Setup {
     users: false,
     all_listeners: false,
