@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmqtt::context::ServerContext;
+use rmqtt::hook::Type;
 use rmqtt::net::{Builder, Listener};
 use rmqtt::server::MqttServer;
 
@@ -15,8 +16,8 @@ use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::hooks::{
-    AccessHook, CountingHook, PublishHook, ACCESS_HOOKS, COUNTING_HOOKS, PUBLISH_HOOKS,
-    PUBLISH_HOOK_PRIORITY,
+    AccessHook, CountingHook, PublishHook, TakeoverHook, ACCESS_HOOKS, COUNTING_HOOKS,
+    PUBLISH_HOOKS, PUBLISH_HOOK_PRIORITY,
 };
 use crate::stats::Counters;
 
@@ -124,9 +125,13 @@ async fn register_hooks(
         for typ in ACCESS_HOOKS {
             let hook = AccessHook {
                 auth: Arc::clone(&auth),
+                scx: scx.clone(),
             };
             register.add(typ, Box::new(hook)).await;
         }
+    } else {
+        let hook = TakeoverHook { scx: scx.clone() };
+        register.add(Type::ClientConnect, Box::new(hook)).await;
     }
     for typ in COUNTING_HOOKS {
         let hook = CountingHook {

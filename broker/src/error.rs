@@ -29,6 +29,9 @@ pub enum BrokerError {
     /// The users' password verifier could not be set up.
     #[error("authentication setup failed: {0}")]
     Auth(#[from] AuthError),
+    /// The engine's own runtime (its threads) could not be started.
+    #[error("cannot start the broker's threads: {0}")]
+    Runtime(std::io::Error),
     /// The TLS certificate or key cannot be used.
     #[error("TLS setup failed: {0}")]
     Tls(String),

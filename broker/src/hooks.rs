@@ -4,9 +4,11 @@
 //! rmqtt runs these in-process on every listener, so no port reaches a session without them.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::types::{
     AuthResult, ConnectInfo, LastWill, PublishAclResult, Reason, SubscribeAclResult,
@@ -30,15 +32,85 @@ pub(crate) const PUBLISH_HOOKS: [Type; 2] = [Type::MessagePublishCheckAcl, Type:
 pub(crate) const PUBLISH_HOOK_PRIORITY: u32 = 10;
 
 /// Every hook type [`CountingHook`] observes.
-pub(crate) const COUNTING_HOOKS: [Type; 3] = [
+pub(crate) const COUNTING_HOOKS: [Type; 4] = [
+    Type::ClientConnect,
     Type::MessagePublish,
     Type::MessageDelivered,
     Type::MessageDropped,
 ];
 
+/// How long a CONNECT waits for the previous connection of its client id to finish closing.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Lets a client reconnect at once under the same id.
+///
+/// rmqtt 0.24 takes a session over by sending its task a kick and waiting for the answer; a
+/// clean session whose connection has just closed is between its online loop and its
+/// removal, answers nothing, and the new CONNECT is refused "server unavailable" (3.1.1: 3,
+/// MQTT 5: 0x88) — every agent reconnecting right after a network blip or a refused
+/// PUBLISH, one try in ten on a busy machine.
+///
+/// Run after authentication, this kicks a previous session that ends at disconnect itself,
+/// retrying (bounded) until rmqtt has removed it, so the handshake's own kick finds nothing
+/// in its way. A persistent session is left to rmqtt: its offline loop answers kicks and
+/// hands its state over. While another CONNECT of the same id is in its handshake, rmqtt
+/// refuses this one (3 / 0x88) and the client retries: which of two simultaneous
+/// connections of one id should win is not ours to guess.
+pub(crate) async fn settle_takeover(scx: &ServerContext, info: &ConnectInfo) {
+    let id = info.id().clone();
+    let deadline = Instant::now() + TAKEOVER_WAIT;
+    loop {
+        let Ok(mut entry) = scx
+            .extends
+            .shared()
+            .await
+            .entry(id.clone())
+            .try_lock()
+            .await
+        else {
+            return;
+        };
+        let Some(previous) = entry.session() else {
+            return;
+        };
+        let ends_at_disconnect = match previous.connect_info().await.as_deref() {
+            Ok(ConnectInfo::V3(_, connect)) => connect.clean_session,
+            Ok(ConnectInfo::V5(_, connect)) => connect.session_expiry_interval_secs == 0,
+            Err(_) => return,
+        };
+        if !ends_at_disconnect || entry.kick(true, true, false).await.is_ok() {
+            return;
+        }
+        drop(entry);
+        if Instant::now() >= deadline {
+            warn!(client = %info.client_id(), "the previous connection of this client id is still closing; rmqtt may refuse this CONNECT");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// [`settle_takeover`] for a broker without users, at the start of every handshake (rmqtt
+/// skips the authentication hooks for anonymous clients). With users, [`AccessHook`] runs it
+/// once the client is authenticated, so no one can kick a session before logging in.
+pub(crate) struct TakeoverHook {
+    pub(crate) scx: ServerContext,
+}
+
+#[async_trait]
+impl Handler for TakeoverHook {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        if let Parameter::ClientConnect(info) = param {
+            settle_takeover(&self.scx, info).await;
+        }
+        (true, acc)
+    }
+}
+
 /// Authentication and topic permissions, registered only when users are configured.
 pub(crate) struct AccessHook {
     pub(crate) auth: Arc<Authenticator>,
+    pub(crate) scx: ServerContext,
 }
 
 impl AccessHook {
@@ -76,6 +148,9 @@ impl Handler for AccessHook {
         match param {
             Parameter::ClientAuthenticate(info) => {
                 let result = self.authenticate(info).await;
+                if matches!(result, AuthResult::Allow(..)) {
+                    settle_takeover(&self.scx, info).await;
+                }
                 (false, Some(HookResult::AuthResult(result)))
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
@@ -162,6 +237,7 @@ pub(crate) struct CountingHook {
 impl Handler for CountingHook {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
+            Parameter::ClientConnect(..) => self.counters.connect(),
             Parameter::MessagePublish(..) => self.counters.received(),
             Parameter::MessageDelivered(..) => self.counters.delivered(),
             Parameter::MessageDropped(to, from, publish, reason) => {

@@ -23,6 +23,10 @@ pub struct BrokerStats {
     pub connections: u64,
     /// Sessions held now, connected and offline (persistent) ones.
     pub sessions: u64,
+    /// CONNECTs being handled now (between the CONNECT and the CONNACK).
+    pub handshakes: u64,
+    /// CONNECT packets received since start, accepted or refused.
+    pub connects_received: u64,
     /// Subscriptions held now.
     pub subscriptions: u64,
     /// Retained messages held now.
@@ -43,6 +47,7 @@ pub struct BrokerStats {
 /// The counters the hooks increment; one per broker.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    connects: AtomicU64,
     received: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
@@ -51,6 +56,10 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    pub(crate) fn connect(&self) {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn received(&self) {
         self.received.fetch_add(1, Ordering::Relaxed);
     }
@@ -111,6 +120,7 @@ impl Counters {
             .collect();
         dropped_by_client.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         BrokerStats {
+            connects_received: self.connects.load(Ordering::Relaxed),
             messages_received: self.received.load(Ordering::Relaxed),
             messages_delivered: self.delivered.load(Ordering::Relaxed),
             messages_dropped: self.dropped.load(Ordering::Relaxed),
